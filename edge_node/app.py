@@ -1,0 +1,237 @@
+"""Composition root: configuration -> store -> service -> HTTP server and SLA timer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import holidays
+import uvicorn
+
+from edge_node import __version__
+from edge_node.config import NodeConfig
+from edge_node.core.calendar import BusinessCalendar, parse_hours
+from edge_node.core.dispatch import DEFAULT_RULES, DispatchRule, DispatchRules
+from edge_node.core.sla import PriorityTargets, SLAPolicy
+from edge_node.core.tickets import TicketSettings
+from edge_node.errors import EdgeNodeError
+from edge_node.http import create_app
+from edge_node.service import NodeService
+from edge_node.store import Store
+from security.tokens import load_or_create_secret
+
+log = logging.getLogger(__name__)
+
+HOLIDAY_YEARS_BACK, HOLIDAY_YEARS_AHEAD = 1, 5
+MAX_TIMER_SLEEP_S = 60.0  # re-check at least this often, in case the wall clock jumps
+
+
+class RegionMismatchError(EdgeNodeError):
+    """The data directory belongs to another region."""
+
+    def __init__(self, data_dir: Path, stored: str, requested: str) -> None:
+        self.data_dir, self.stored, self.requested = data_dir, stored, requested
+        super().__init__(
+            f"data directory {data_dir} belongs to region {stored!r}, not {requested!r}; "
+            "use another --data-dir or the region it was created for"
+        )
+
+
+def build_calendar(config: NodeConfig, today: date) -> BusinessCalendar:
+    """The region's business calendar, with public holidays from the ``holidays`` package."""
+    cal = config.calendar
+    closed = set(cal.closed_dates)
+    if cal.holiday_country:
+        years = range(today.year - HOLIDAY_YEARS_BACK, today.year + HOLIDAY_YEARS_AHEAD + 1)
+        try:
+            public = holidays.country_holidays(
+                cal.holiday_country, subdiv=cal.holiday_subdivision, years=years
+            )
+        except NotImplementedError as exc:
+            raise EdgeNodeError(f"calendar.holiday_country: {exc}") from None
+        closed.update(public.keys())
+    return BusinessCalendar(cal.timezone, parse_hours(cal.hours), frozenset(closed))
+
+
+def build_settings(config: NodeConfig, today: date) -> TicketSettings:
+    """Ticket rules from configuration."""
+    t = config.tickets
+    policy = SLAPolicy(
+        {
+            name: PriorityTargets(
+                p.first_response_min * 60,
+                p.next_update_min * 60,
+                p.resolution_min * 60,
+                always_open=p.always_open,
+            )
+            for name, p in t.priorities.items()
+        },
+        warn_share=t.warn_share,
+    )
+    dispatch = DEFAULT_RULES
+    if t.dispatch:
+        dispatch = DispatchRules(
+            tuple(
+                DispatchRule(r.department, frozenset(r.types), tuple(r.keywords), frozenset(r.vip_tiers))
+                for r in t.dispatch
+            ),
+            default_department=t.default_department,
+        )
+    return TicketSettings(
+        business_calendar=build_calendar(config, today),
+        policy=policy,
+        dispatch=dispatch,
+        default_priority=t.default_priority,
+        escalate_on_breach=t.escalate_on_breach,
+    )
+
+
+def prepare_data_dir(config: NodeConfig) -> tuple[str, bytes]:
+    """Create the data directory on first run; return the node id and the API token secret."""
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config.secret_path.parent.mkdir(exist_ok=True, mode=0o700)
+    secret = load_or_create_secret(config.secret_path)
+    region_file = config.data_dir / "region"
+    if region_file.exists():
+        stored = region_file.read_text(encoding="utf-8").strip()
+        if stored != config.region:
+            raise RegionMismatchError(config.data_dir, stored, config.region)
+    else:
+        region_file.write_text(config.region + "\n", encoding="utf-8")
+    if config.node_id_path.exists():
+        node_id = config.node_id_path.read_text(encoding="utf-8").strip()
+    else:
+        node_id = f"{config.region}-{os.urandom(4).hex()}"
+        config.node_id_path.write_text(node_id + "\n", encoding="utf-8")
+        log.info("new node %s created in %s", node_id, config.data_dir)
+    return node_id, secret
+
+
+class ListenError(EdgeNodeError):
+    """The HTTP listener cannot bind."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host, self.port, self.reason = host, port, reason
+        super().__init__(f"cannot listen on {host}:{port}: {reason}; choose another --http HOST:PORT")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling (the node owns shutdown), and a ready event."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self.ready.set()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the listener ourselves, so a busy port is a clear error and port 0 works."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ListenError(host, port, str(exc)) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(host, port, exc.strerror or str(exc)) from None
+    return sock
+
+
+async def run_sla_timer(service: NodeService, wake: asyncio.Event) -> None:
+    """Sleep until the next SLA deadline (or a write moves it), then fire what is due."""
+    while True:
+        deadline = service.schedule.next_deadline()
+        timeout = MAX_TIMER_SLEEP_S
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, (deadline - datetime.now(UTC)).total_seconds()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await wake.wait()
+        wake.clear()
+        await service.fire_due_sla()
+
+
+async def serve(config: NodeConfig, *, on_ready: Callable[[str], None]) -> None:
+    """Run one node until SIGINT or SIGTERM."""
+    node_id, secret = prepare_data_dir(config)
+    store = Store(
+        config.db_path,
+        node_id=node_id,
+        synchronous=config.storage.synchronous,
+        max_batch=config.storage.max_batch,
+    )
+    store.open()
+    try:
+        settings = build_settings(config, datetime.now(UTC).date())
+        service = NodeService(store, settings, region=config.region)
+        await service.bootstrap()
+        wake = asyncio.Event()
+        service.on_schedule_change = wake.set
+        app = create_app(service, token_secret=secret, max_body_bytes=config.http.max_body_bytes)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                host=config.http.host,
+                port=config.http.port,
+                loop="none",
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_config=None,
+                server_header=False,
+                timeout_graceful_shutdown=10,
+            )
+        )
+        sock = bind(config.http.host, config.http.port)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _request_exit, server)
+        async with asyncio.TaskGroup() as tg:
+            timer = tg.create_task(run_sla_timer(service, wake), name="sla-timer")
+            serving = tg.create_task(server.serve(sockets=[sock]), name="http")
+            ready = tg.create_task(server.ready.wait(), name="http-ready")
+            await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if ready.done():
+                host, port = sock.getsockname()[:2]
+                url = f"http://{host}:{port}"
+                log.info(
+                    "node %s (region %s, edgecare %s) serving %s; data in %s; sync=%s",
+                    node_id,
+                    config.region,
+                    __version__,
+                    url,
+                    config.data_dir,
+                    config.storage.synchronous,
+                )
+                on_ready(url)
+            else:
+                ready.cancel()
+            await serving
+            timer.cancel()
+    finally:
+        store.close()
+        log.info("node %s stopped; store closed", node_id)
+
+
+def _request_exit(server: uvicorn.Server) -> None:
+    log.info("shutdown requested; finishing requests in flight")
+    server.should_exit = True

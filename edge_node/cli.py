@@ -1,0 +1,158 @@
+"""The ``edgecare`` command line: parse arguments, configure logging, run."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvloop
+
+from edge_node import __version__
+from edge_node.config import ConfigError, NodeConfig, load_config, parse_hostport
+from edge_node.errors import EdgeNodeError
+from security.errors import SecurityError
+from security.roles import Role
+from security.tokens import Principal, issue_token, load_or_create_secret
+
+app = typer.Typer(
+    name="edgecare",
+    help="EdgeCare: telecom customer service on regional edge nodes with cloud sync.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+node_app = typer.Typer(help="Run and manage a regional node.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+
+log = logging.getLogger("edgecare")
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where the node keeps its database and secrets. [default: ./data]"),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"edgecare {__version__}")
+        raise typer.Exit
+
+
+@node_app.command("run")
+def node_run(
+    region: Annotated[
+        str | None, typer.Option(help="Region code this node serves, e.g. eu-de. [default: eu-de]")
+    ] = None,
+    data_dir: DataDirOption = None,
+    http: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT for the HTTP API; port 0 picks a free one. [default: 127.0.0.1:8080]"),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML configuration file. [default: <data-dir>/node.toml if present]"),
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR. [default: INFO]")
+    ] = None,
+) -> None:
+    """Start a regional node: the ticket API over HTTP, SQLite in the data directory.
+
+    Secrets are generated on first run. Stop it with Ctrl-C or SIGTERM; writes
+    in flight finish first.
+    """
+    overrides: dict[str, Any] = {}
+    if region is not None:
+        overrides["region"] = region
+    if log_level is not None:
+        overrides["log_level"] = log_level.upper()
+    try:
+        if http is not None:
+            host, port = parse_hostport(http)
+            overrides["http.host"], overrides["http.port"] = host, port
+        cfg = load_config(config_file=config, data_dir=data_dir, overrides=overrides)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    _configure_logging(cfg.log_level)
+    from edge_node.app import serve  # after logging: importing the app pulls in litestar
+
+    try:
+        uvloop.run(serve(cfg, on_ready=lambda url: _announce(cfg, url)))
+    except (EdgeNodeError, SecurityError) as exc:
+        raise _fail(str(exc), code=1) from None
+    except BaseExceptionGroup as group:
+        ours, rest = group.split((EdgeNodeError, SecurityError))
+        if ours is None or rest is not None:
+            raise
+        raise _fail("; ".join(str(e) for e in ours.exceptions), code=1) from None
+
+
+def _announce(cfg: NodeConfig, url: str) -> None:
+    program = sys.argv[0] if sys.argv[0].endswith("edgecare") else "edgecare"
+    typer.echo(
+        f"EdgeCare node for region {cfg.region} ready at {url}\n"
+        f"  API docs:    {url}/schema/swagger\n"
+        f"  get a token: {program} node token --data-dir {cfg.data_dir} --role agent\n"
+        f"  then:        curl -H 'Authorization: Bearer <token>' {url}/api/v1/tickets"
+    )
+
+
+@node_app.command("token")
+def node_token(
+    role: Annotated[Role, typer.Option(help="The role the token grants.", case_sensitive=False)],
+    data_dir: DataDirOption = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Who the token is for; shown in the change log. [default: the role]"),
+    ] = None,
+    ttl_hours: Annotated[
+        int, typer.Option(min=0, help="Hours until the token expires; 0 never expires.")
+    ] = 24 * 30,
+) -> None:
+    """Print a bearer token for this node's API (local bootstrap and tests)."""
+    try:
+        cfg = load_config(data_dir=data_dir)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    if not cfg.secret_path.exists():
+        raise _fail(
+            f"no node secret at {cfg.secret_path}; start the node once with --data-dir {cfg.data_dir} "
+            "(or check the path)"
+        )
+    try:
+        secret = load_or_create_secret(cfg.secret_path)
+        now = int(time.time())
+        principal = Principal(
+            role=role,
+            name=name or role.value,
+            issued_at=now,
+            expires_at=None if ttl_hours == 0 else now + ttl_hours * 3600,
+        )
+        typer.echo(issue_token(secret, principal))
+    except SecurityError as exc:
+        raise _fail(str(exc)) from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

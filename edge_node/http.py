@@ -1,0 +1,512 @@
+"""HTTP adapter: the node's REST API on litestar. Translates only.
+
+Bodies are read as bytes and decoded strictly here, then validated against the
+entity declarations by the service, so every client mistake comes back as a
+4xx problem document naming the field and the problem. Error types map to
+status codes in one table, :data:`STATUS_BY_ERROR`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, patch, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, Operation, SecurityScheme
+from litestar.params import Parameter
+from litestar.types import ControllerRouterHandler
+
+from edge_node import __version__
+from edge_node.core.tickets import (
+    AlreadyEscalatedError,
+    InvalidTransitionError,
+    TicketReadOnlyError,
+)
+from edge_node.errors import EdgeNodeError
+from edge_node.service import (
+    DuplicateRecordError,
+    IdempotencyConflictError,
+    NodeService,
+    Page,
+    TicketFilter,
+    public,
+)
+from edge_node.store import NotFoundError, StoreError
+from security.errors import SecurityError
+from security.roles import ForbiddenError
+from security.tokens import InvalidTokenError, Principal, verify_token
+from sync.entities import COMMENT, CUSTOMER, DEPARTMENT, TICKET
+from sync.entity import Entity, FieldProblem, ValidationError, json_schema
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1"
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class MalformedBodyError(EdgeNodeError):
+    """The body is not a JSON object."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"request body is not usable: {problem}")
+
+
+class MissingTokenError(EdgeNodeError):
+    """No bearer token came with the request."""
+
+    def __init__(self) -> None:
+        super().__init__("missing bearer token; send 'Authorization: Bearer <token>'")
+
+
+STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str], ...] = (
+    (MalformedBodyError, 400, "malformed request"),
+    (ValidationError, 422, "invalid input"),
+    (MissingTokenError, 401, "not authenticated"),
+    (InvalidTokenError, 401, "not authenticated"),
+    (ForbiddenError, 403, "forbidden"),
+    (NotFoundError, 404, "not found"),
+    (InvalidTransitionError, 409, "invalid transition"),
+    (TicketReadOnlyError, 409, "ticket is read-only"),
+    (AlreadyEscalatedError, 409, "already escalated"),
+    (IdempotencyConflictError, 409, "idempotency key reused"),
+    (DuplicateRecordError, 409, "already exists"),
+    (StoreError, 503, "storage unavailable"),
+)
+
+
+def _problem(
+    status: int, title: str, detail: str, problems: list[FieldProblem] | None = None
+) -> Response[Any]:
+    body: dict[str, object] = {"status": status, "title": title, "detail": detail}
+    if problems:
+        body["errors"] = [{"field": p.field, "problem": p.problem} for p in problems]
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(body, status_code=status, headers=headers, media_type="application/problem+json")
+
+
+def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    for error_type, status, title in STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            if status >= 500:
+                log.error("%s %s failed: %s", request.method, request.url.path, exc)
+            problems = list(exc.problems) if isinstance(exc, ValidationError) else None
+            if isinstance(exc, MalformedBodyError):
+                problems = [FieldProblem("body", exc.problem)]
+            detail = "invalid or expired token" if isinstance(exc, InvalidTokenError) else str(exc)
+            response = _problem(status, title, detail, problems)
+            if isinstance(exc, InvalidTransitionError):
+                response.content["allowed"] = list(exc.allowed)
+            return response
+    return _unexpected(request, exc)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    problems: list[FieldProblem] = []
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        for item in exc.extra:
+            if isinstance(item, Mapping):
+                problems.append(FieldProblem(str(item.get("key", "request")), str(item.get("message", ""))))
+    detail = exc.detail
+    if exc.status_code == 413:
+        detail = "request body is larger than this node accepts"
+        problems = [FieldProblem("body", detail)]
+    return _problem(exc.status_code, detail, detail, problems or None)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
+    return _problem(500, "internal error", "the node failed to handle the request; see its log")
+
+
+# --- request helpers --------------------------------------------------------------------
+
+
+async def _json_object(request: Request[Any, Any, Any]) -> dict[str, object]:
+    raw = await request.body()
+    if not raw.strip():
+        raise MalformedBodyError("empty body; send a JSON object")
+    try:
+        decoded = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise MalformedBodyError(f"malformed JSON: {exc}") from None
+    if not isinstance(decoded, dict):
+        raise MalformedBodyError("expected a JSON object")
+    return decoded
+
+
+def _expect(body: Mapping[str, object], allowed: dict[str, tuple[type, bool]]) -> None:
+    """Check a small action body (not an entity) by hand: names, types, required-ness."""
+    problems = [FieldProblem(k, "unknown field") for k in body if k not in allowed]
+    for name, (kind, required) in allowed.items():
+        value = body.get(name)
+        if value is None:
+            if required:
+                problems.append(FieldProblem(name, "is required"))
+        elif not isinstance(value, kind) or (kind is str and not str(value).strip()):
+            problems.append(FieldProblem(name, f"expected a non-empty {kind.__name__}"))
+        elif kind is str and len(str(value)) > 1000:
+            problems.append(FieldProblem(name, "longer than 1000 characters"))
+    if problems:
+        raise ValidationError(problems)
+
+
+def _service(state: State) -> NodeService:
+    service: NodeService = state.service
+    return service
+
+
+async def _principal(request: Request[Any, Any, Any]) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise MissingTokenError
+    secret: bytes = request.app.state.token_secret
+    return verify_token(secret, token.strip(), now_s=int(time.time()))
+
+
+def _ticket(record: Mapping[str, Any]) -> dict[str, object]:
+    return public(TICKET, record)
+
+
+def _body_schema(
+    entity: Entity, names: tuple[str, ...] | frozenset[str], required: tuple[str, ...] = ()
+) -> type[Operation]:
+    """An Operation subclass whose request body is the schema derived from the declaration."""
+    schema = json_schema(entity, sorted(names), required=required)
+
+    @dataclass
+    class _WithBody(Operation):
+        def to_schema(self) -> dict[str, Any]:
+            out = super().to_schema()
+            out["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schema}},
+            }
+            return out
+
+    return _WithBody
+
+
+def _action_schema(properties: dict[str, Any], required: tuple[str, ...]) -> type[Operation]:
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+    @dataclass
+    class _WithBody(Operation):
+        def to_schema(self) -> dict[str, Any]:
+            out = super().to_schema()
+            out["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schema}},
+            }
+            return out
+
+    return _WithBody
+
+
+# --- handlers -------------------------------------------------------------------------
+
+Principal_ = Annotated[Principal, Parameter(description="the caller, from the bearer token")]
+
+
+@get("/healthz", tags=["health"], summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["health"], summary="The node can serve: storage answers")
+async def readyz(state: State) -> Response[dict[str, object]]:
+    service = _service(state)
+    await service.store.read(lambda r: r.conn.execute("SELECT 1").fetchone())
+    stats = service.store.statistics()
+    return Response(
+        {
+            "status": "ready",
+            "region": service.region,
+            "node_id": service.store.node_id,
+            "version": __version__,
+            "changelog_last_seq": stats.last_seq,
+            "sla_watched": len(service.schedule),
+        }
+    )
+
+
+@get(f"{API}/whoami", tags=["auth"], summary="The caller as the token names it")
+async def whoami(principal: Principal) -> dict[str, object]:
+    return {
+        "name": principal.name,
+        "role": principal.role.value,
+        "expires_at": principal.expires_at,
+    }
+
+
+@post(
+    f"{API}/tickets",
+    tags=["tickets"],
+    summary="Create a ticket",
+    description="A retried request with the same Idempotency-Key returns the first ticket, never a second.",
+    operation_class=_body_schema(TICKET, TICKET.writable_names, ("type", "subject")),
+    status_code=201,
+)
+async def create_ticket(
+    request: Request[Any, Any, Any],
+    state: State,
+    principal: Principal,
+    idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=200)] = None,
+) -> Response[dict[str, object]]:
+    created = await _service(state).create_ticket(
+        principal, await _json_object(request), idempotency_key=idempotency_key
+    )
+    headers = {"Location": f"{API}/tickets/{created.record['id']}"}
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(_ticket(created.record), status_code=201, headers=headers)
+
+
+@get(f"{API}/tickets", tags=["tickets"], summary="List tickets, newest first")
+async def list_tickets(
+    state: State,
+    principal: Principal,
+    status: str | None = None,
+    type_: Annotated[str | None, Parameter(query="type")] = None,
+    priority: str | None = None,
+    department: str | None = None,
+    customer_id: str | None = None,
+    customer: str | None = None,
+    assignee: str | None = None,
+    breached: bool | None = None,
+    archived: bool = False,
+    limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> dict[str, object]:
+    if customer is not None and customer_id is not None and customer != customer_id:
+        raise ValidationError([FieldProblem("customer", "conflicts with customer_id; send one")])
+    flt = TicketFilter(
+        status=status,
+        type=type_,
+        priority=priority,
+        department=department,
+        customer_id=customer_id or customer,
+        assignee=assignee,
+        breached=breached,
+        archived=archived,
+    )
+    page: Page = await _service(state).list_tickets(principal, flt, limit=limit, cursor=cursor)
+    return {"items": [_ticket(t) for t in page.items], "next_cursor": page.next_cursor}
+
+
+@get(f"{API}/tickets/{{ticket_id:str}}", tags=["tickets"], summary="Get one ticket")
+async def get_ticket(state: State, principal: Principal, ticket_id: str) -> dict[str, object]:
+    return _ticket(await _service(state).get_ticket(principal, ticket_id))
+
+
+@patch(
+    f"{API}/tickets/{{ticket_id:str}}",
+    tags=["tickets"],
+    summary="Change ticket fields",
+    operation_class=_body_schema(TICKET, TICKET.writable_names),
+)
+async def update_ticket(
+    request: Request[Any, Any, Any], state: State, principal: Principal, ticket_id: str
+) -> dict[str, object]:
+    body = await _json_object(request)
+    return _ticket(await _service(state).update_ticket(principal, ticket_id, body))
+
+
+@post(
+    f"{API}/tickets/{{ticket_id:str}}/transition",
+    tags=["tickets"],
+    summary="Move a ticket to another status",
+    operation_class=_action_schema(
+        {"status": {"type": "string", "enum": list(TICKET.field("status").choices)}}, ("status",)
+    ),
+    status_code=200,
+)
+async def transition_ticket(
+    request: Request[Any, Any, Any], state: State, principal: Principal, ticket_id: str
+) -> dict[str, object]:
+    body = await _json_object(request)
+    _expect(body, {"status": (str, True)})
+    return _ticket(await _service(state).transition(principal, ticket_id, str(body["status"])))
+
+
+@post(
+    f"{API}/tickets/{{ticket_id:str}}/assign",
+    tags=["tickets"],
+    summary="Assign a ticket to an agent, optionally in another department",
+    operation_class=_action_schema(
+        {"assignee": {"type": "string"}, "department": {"type": "string"}}, ("assignee",)
+    ),
+    status_code=200,
+)
+async def assign_ticket(
+    request: Request[Any, Any, Any], state: State, principal: Principal, ticket_id: str
+) -> dict[str, object]:
+    body = await _json_object(request)
+    _expect(body, {"assignee": (str, True), "department": (str, False)})
+    department = body.get("department")
+    ticket = await _service(state).assign(
+        principal,
+        ticket_id,
+        str(body["assignee"]).strip(),
+        None if department is None else str(department).strip(),
+    )
+    return _ticket(ticket)
+
+
+@post(
+    f"{API}/tickets/{{ticket_id:str}}/escalate",
+    tags=["tickets"],
+    summary="Escalate a tier-1 ticket to tier 2",
+    operation_class=_action_schema({"reason": {"type": "string"}}, ("reason",)),
+    status_code=200,
+)
+async def escalate_ticket(
+    request: Request[Any, Any, Any], state: State, principal: Principal, ticket_id: str
+) -> dict[str, object]:
+    body = await _json_object(request)
+    _expect(body, {"reason": (str, True)})
+    return _ticket(await _service(state).escalate(principal, ticket_id, str(body["reason"]).strip()))
+
+
+@post(
+    f"{API}/tickets/{{ticket_id:str}}/archive",
+    tags=["tickets"],
+    summary="Archive a closed ticket",
+    status_code=200,
+)
+async def archive_ticket(state: State, principal: Principal, ticket_id: str) -> dict[str, object]:
+    return _ticket(await _service(state).archive(principal, ticket_id))
+
+
+@post(
+    f"{API}/tickets/{{ticket_id:str}}/comments",
+    tags=["tickets"],
+    summary="Comment on a ticket",
+    operation_class=_body_schema(COMMENT, COMMENT.writable_names, ("body",)),
+    status_code=201,
+)
+async def add_comment(
+    request: Request[Any, Any, Any], state: State, principal: Principal, ticket_id: str
+) -> dict[str, object]:
+    body = await _json_object(request)
+    return public(COMMENT, await _service(state).add_comment(principal, ticket_id, body))
+
+
+@get(
+    f"{API}/tickets/{{ticket_id:str}}/comments",
+    tags=["tickets"],
+    summary="A ticket's comments, oldest first",
+)
+async def list_comments(state: State, principal: Principal, ticket_id: str) -> dict[str, object]:
+    comments = await _service(state).list_comments(principal, ticket_id)
+    return {"items": [public(COMMENT, c) for c in comments]}
+
+
+@post(
+    f"{API}/customers",
+    tags=["customers"],
+    summary="Create a customer",
+    operation_class=_body_schema(CUSTOMER, CUSTOMER.writable_names, ("name", "phone")),
+    status_code=201,
+)
+async def create_customer(
+    request: Request[Any, Any, Any], state: State, principal: Principal
+) -> Response[dict[str, object]]:
+    record = await _service(state).create_customer(principal, await _json_object(request))
+    return Response(
+        public(CUSTOMER, record),
+        status_code=201,
+        headers={"Location": f"{API}/customers/{record['id']}"},
+    )
+
+
+@get(f"{API}/customers/{{customer_id:str}}", tags=["customers"], summary="Get one customer")
+async def get_customer(state: State, principal: Principal, customer_id: str) -> dict[str, object]:
+    return public(CUSTOMER, await _service(state).get_customer(principal, customer_id))
+
+
+@post(
+    f"{API}/departments",
+    tags=["departments"],
+    summary="Create a department",
+    operation_class=_body_schema(DEPARTMENT, DEPARTMENT.writable_names, ("id", "name")),
+    status_code=201,
+)
+async def create_department(
+    request: Request[Any, Any, Any], state: State, principal: Principal
+) -> dict[str, object]:
+    return public(DEPARTMENT, await _service(state).create_department(principal, await _json_object(request)))
+
+
+@get(f"{API}/departments", tags=["departments"], summary="Every department")
+async def list_departments(state: State, principal: Principal) -> dict[str, object]:
+    return {"items": [public(DEPARTMENT, d) for d in await _service(state).list_departments(principal)]}
+
+
+ROUTES: list[ControllerRouterHandler] = [
+    healthz,
+    readyz,
+    whoami,
+    create_ticket,
+    list_tickets,
+    get_ticket,
+    update_ticket,
+    transition_ticket,
+    assign_ticket,
+    escalate_ticket,
+    archive_ticket,
+    add_comment,
+    list_comments,
+    create_customer,
+    get_customer,
+    create_department,
+    list_departments,
+]
+
+
+def create_app(service: NodeService, *, token_secret: bytes, max_body_bytes: int) -> Litestar:
+    """The litestar application for one node."""
+    return Litestar(
+        route_handlers=ROUTES,
+        dependencies={"principal": Provide(_principal)},
+        exception_handlers={
+            EdgeNodeError: _domain_error,
+            SecurityError: _domain_error,
+            ValidationError: _domain_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        state=State({"service": service, "token_secret": token_secret}),
+        request_max_body_size=max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="EdgeCare regional node",
+            version=__version__,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="ec1 token")
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        logging_config=None,
+        debug=False,
+    )
