@@ -101,18 +101,6 @@ class TicketSettings:
     default_priority: str = "P2"
     escalate_on_breach: bool = True
 
-    @property
-    def always_open(self) -> BusinessCalendar:
-        """The 24x7 calendar in the region's zone, for priorities that ignore hours."""
-        return BusinessCalendar.always_open(self.business_calendar.timezone)
-
-    def calendar_for(self, priority: str) -> BusinessCalendar:
-        """The calendar that the priority's SLA clocks run on."""
-        targets = self.policy.targets.get(priority)
-        if targets is not None and targets.always_open:
-            return self.always_open
-        return self.business_calendar
-
 
 # --- events ---------------------------------------------------------------------------
 
@@ -201,7 +189,7 @@ def create(
         )
     if department not in departments:
         raise _unknown_department(str(department), departments)
-    sla = TicketSLA.open(settings.policy, priority, settings.calendar_for(priority), now)
+    sla = TicketSLA.open(settings.policy, priority, settings.business_calendar, now)
     record: dict[str, Value] = {
         **values,
         "id": ticket_id,
@@ -245,7 +233,7 @@ def update(
     new_priority = values.get("priority")
     if isinstance(new_priority, str) and new_priority != current["priority"]:
         sla = _sla(current).reprioritised(
-            settings.policy, new_priority, settings.calendar_for(new_priority), now
+            settings.policy, new_priority, settings.business_calendar, now
         )
         values.update(_sla_fields(sla))
     if values:
@@ -265,8 +253,7 @@ def transition(settings: TicketSettings, current: Record, to: str, *, now: datet
         raise InvalidTransitionError(ticket_id, old, to)
     if to == "assigned" and not current.get("assignee"):
         raise ValidationError([FieldProblem("status", "assign the ticket to someone first")])
-    priority = str(current["priority"])
-    calendar = settings.calendar_for(priority)
+    calendar = settings.business_calendar
     sla = _sla(current)
     values: dict[str, Value] = {"status": to, "updated_at": now}
     if old == "pending_customer":
@@ -350,8 +337,7 @@ def comment(settings: TicketSettings, current: Record, *, internal: bool, now: d
     values: dict[str, Value] = {"updated_at": now}
     if internal or current["status"] in ("resolved", "closed"):
         return Change(values)
-    priority = str(current["priority"])
-    sla = _sla(current).agent_responded(settings.policy, settings.calendar_for(priority), now)
+    sla = _sla(current).agent_responded(settings.policy, settings.business_calendar, now)
     values.update(_sla_fields(sla))
     if current.get("first_responded_at") is None:
         values["first_responded_at"] = now
