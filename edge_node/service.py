@@ -63,6 +63,7 @@ class Created:
 
     record: dict[str, Value]
     replayed: bool = False
+    events: Sequence[TicketEvent] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,10 +199,10 @@ class NodeService:
                         now.isoformat(),
                     ),
                 )
-            _log_events(change.events)
-            return Created(change.values)
+            return Created(change.values, events=change.events)
 
         created = await self.store.write(write, actor=principal.name)
+        _log_events(created.events)
         if not created.replayed:
             self._reschedule(created.record)
         return created
@@ -386,14 +387,15 @@ class NodeService:
         ticket_id: str,
         decide: Callable[[Mapping[str, Value], Tx], core.Change],
     ) -> dict[str, Value]:
-        def write(tx: Tx) -> dict[str, Value]:
+        def write(tx: Tx) -> tuple[dict[str, Value], list[TicketEvent]]:
             current = tx.require(TICKET, ticket_id)
             change = decide(current, tx)
             tx.update(TICKET, ticket_id, change.values)
-            _log_events(change.events)
-            return {**current, **change.values}
+            return {**current, **change.values}, change.events
 
-        return self._after(await self.store.write(write, actor=principal.name))
+        ticket, events = await self.store.write(write, actor=principal.name)
+        _log_events(events)
+        return self._after(ticket)
 
     def _after(self, ticket: dict[str, Value]) -> dict[str, Value]:
         self._reschedule(ticket)
