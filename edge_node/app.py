@@ -66,9 +66,9 @@ def build_settings(config: NodeConfig, today: date) -> TicketSettings:
     policy = SLAPolicy(
         {
             name: PriorityTargets(
-                p.first_response_min * 60,
-                p.next_update_min * 60,
-                p.resolution_min * 60,
+                _seconds(p.first_response_min),
+                _seconds(p.next_update_min),
+                _seconds(p.resolution_min),
                 always_open=p.always_open,
             )
             for name, p in t.priorities.items()
@@ -91,6 +91,10 @@ def build_settings(config: NodeConfig, today: date) -> TicketSettings:
         default_priority=t.default_priority,
         escalate_on_breach=t.escalate_on_breach,
     )
+
+
+def _seconds(minutes: float) -> int:
+    return max(1, round(minutes * 60))
 
 
 def prepare_data_dir(config: NodeConfig) -> tuple[str, bytes]:

@@ -55,9 +55,10 @@ class CalendarConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
 
 class PriorityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    first_response_min: int
-    next_update_min: int
-    resolution_min: int
+    # Minutes of business time; fractions are allowed (0.5 = 30 s), whole seconds are used.
+    first_response_min: float
+    next_update_min: float
+    resolution_min: float
     always_open: bool = False
 
 
@@ -164,12 +165,22 @@ def load_config(
         _set_dotted(layered, key, value)
     if resolved_dir is not None:
         layered["data_dir"] = str(resolved_dir)
+    _fill_priorities(layered)
     try:
         config = msgspec.convert(layered, NodeConfig, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         raise ConfigError(source, str(exc)) from None
     _check(config, source)
     return config
+
+
+def _fill_priorities(layered: dict[str, Any]) -> None:
+    """A file may override some priorities; the others keep their default targets."""
+    tickets = layered.get("tickets")
+    if not isinstance(tickets, dict) or not isinstance(tickets.get("priorities"), dict):
+        return
+    defaults = msgspec.to_builtins(_default_priorities())
+    tickets["priorities"] = {**defaults, **tickets["priorities"]}
 
 
 def _dec_hook(kind: type, value: Any) -> Any:

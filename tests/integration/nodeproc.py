@@ -35,6 +35,7 @@ class NodeProcess:
     url: str
     data_dir: Path
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     def token(self, role: str = "agent", name: str | None = None) -> str:
         """A bearer token from ``edgecare node token`` for this node."""
@@ -45,6 +46,7 @@ class NodeProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+        self._close_pipe()
 
     def stop(self) -> int:
         """SIGTERM and wait; SIGKILL if it does not stop in time. Returns the exit code."""
@@ -55,7 +57,14 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        self._close_pipe()
         return self.proc.returncode
+
+    def _close_pipe(self) -> None:
+        if self.reader is not None:
+            self.reader.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     @property
     def log(self) -> str:
@@ -103,13 +112,16 @@ def start_node(data_dir: Path, *, region: str = "eu-de", extra: tuple[str, ...] 
                 ready.set()
         ready.set()
 
-    threading.Thread(target=pump, daemon=True).start()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     if not ready.wait(STARTUP_TIMEOUT_S) or not found:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+        reader.join(timeout=10)
+        proc.stdout.close()
         raise NodeStartError("node did not become ready:\n" + "".join(output))
-    return NodeProcess(proc, found[0], data_dir, output)
+    return NodeProcess(proc, found[0], data_dir, output, reader)
 
 
 @contextmanager
