@@ -1,0 +1,1 @@
+"""Benchmarks and fault experiments run against real node processes."""
