@@ -27,7 +27,17 @@ from edge_node.store import Reader, Store, Tx
 from security.roles import Permission, require
 from security.tokens import Principal
 from sync.entities import COMMENT, CUSTOMER, DEPARTMENT, TICKET
-from sync.entity import Entity, FieldProblem, ValidationError, Value, to_json, validate
+from sync.entity import (
+    Entity,
+    Field,
+    FieldProblem,
+    FieldValueError,
+    ValidationError,
+    Value,
+    convert,
+    to_json,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +176,7 @@ class NodeService:
 
         def write(tx: Tx) -> Created:
             if idempotency_key is not None:
-                earlier = _idempotent_replay(tx, principal.name, idempotency_key, digest)
+                earlier = _idempotent_replay(tx, _scope(principal), idempotency_key, digest)
                 if earlier is not None:
                     return Created(tx.require(TICKET, earlier), replayed=True)
             vip_tier = None
@@ -191,7 +201,7 @@ class NodeService:
                 tx.conn.execute(
                     "INSERT INTO idempotency_keys VALUES (?, ?, ?, ?, ?, ?)",
                     (
-                        principal.name,
+                        _scope(principal),
                         idempotency_key,
                         digest,
                         TICKET.name,
@@ -199,7 +209,7 @@ class NodeService:
                         now.isoformat(),
                     ),
                 )
-            return Created(change.values, events=change.events)
+            return Created(tx.require(TICKET, ticket_id), events=change.events)
 
         created = await self.store.write(write, actor=principal.name)
         _log_events(created.events)
@@ -219,6 +229,11 @@ class NodeService:
         require(principal.role, Permission.READ)
         if not 1 <= limit <= MAX_PAGE:
             raise ValidationError([FieldProblem("limit", f"must be between 1 and {MAX_PAGE}; got {limit}")])
+        validate(
+            TICKET,
+            {k: getattr(flt, k) for k in ("status", "type", "priority") if getattr(flt, k) is not None},
+            allowed=("status", "type", "priority"),
+        )
         clauses: list[str] = ["archived = ?"]
         params: list[object] = [int(flt.archived)]
         for name in TICKET_FILTERS:
@@ -264,21 +279,25 @@ class NodeService:
 
         return self._after(await self.store.write(write, actor=principal.name))
 
-    async def transition(self, principal: Principal, ticket_id: str, status: str) -> dict[str, Value]:
-        """Move a ticket to another status."""
+    async def transition(self, principal: Principal, ticket_id: str, body: Payload) -> dict[str, Value]:
+        """Move a ticket to another status: ``{"status": ...}``."""
         require(principal.role, Permission.UPDATE_TICKET)
-        _check_choice(TICKET, "status", status)
+        status = str(_action_body(body, {"status": (TICKET.field("status"), True)})["status"])
         return await self._apply(
             principal,
             ticket_id,
             lambda current, tx: core.transition(self.settings, current, status, now=self.clock()),
         )
 
-    async def assign(
-        self, principal: Principal, ticket_id: str, assignee: str, department: str | None
-    ) -> dict[str, Value]:
-        """Assign a ticket to an agent, optionally in another department."""
+    async def assign(self, principal: Principal, ticket_id: str, body: Payload) -> dict[str, Value]:
+        """Assign a ticket to an agent, optionally in another department: ``{"assignee", "department"?}``."""
         require(principal.role, Permission.ASSIGN_IN_DEPARTMENT)
+        values = _action_body(
+            body,
+            {"assignee": (TICKET.field("assignee"), True), "department": (TICKET.field("department"), False)},
+        )
+        assignee = str(values["assignee"])
+        department = values.get("department")
 
         def decide(current: Mapping[str, Value], tx: Tx) -> core.Change:
             if department is not None and department != current["department"]:
@@ -287,25 +306,22 @@ class NodeService:
                 self.settings,
                 current,
                 assignee,
-                department=department,
+                department=None if department is None else str(department),
                 departments=_departments(tx),
                 now=self.clock(),
             )
 
         return await self._apply(principal, ticket_id, decide)
 
-    async def escalate(self, principal: Principal, ticket_id: str, reason: str) -> dict[str, Value]:
-        """Escalate a tier-1 ticket to tier 2."""
+    async def escalate(self, principal: Principal, ticket_id: str, body: Payload) -> dict[str, Value]:
+        """Escalate a tier-1 ticket to tier 2: ``{"reason": ...}``."""
         require(principal.role, Permission.UPDATE_TICKET)
+        reason = str(_action_body(body, {"reason": (TICKET.field("escalation_reason"), True)})["reason"])
         return await self._apply(
             principal,
             ticket_id,
             lambda current, tx: core.escalate(
-                self.settings,
-                current,
-                reason=reason,
-                departments=_departments(tx),
-                now=self.clock(),
+                self.settings, current, reason=reason, departments=_departments(tx), now=self.clock()
             ),
         )
 
@@ -479,8 +495,32 @@ def _digest(payload: Payload) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _check_choice(entity: Entity, name: str, value: str) -> None:
-    validate(entity, {name: value}, allowed=(name,))
+def _scope(principal: Principal) -> str:
+    """Idempotency keys belong to one caller: the token's role and name together."""
+    return f"{principal.role.value}:{principal.name}"
+
+
+def _action_body(body: Payload, spec: Mapping[str, tuple[Field, bool]]) -> dict[str, Value]:
+    """Check a small action body against the declared fields it sets; name every problem."""
+    problems = [FieldProblem(key, "unknown field") for key in body if key not in spec]
+    values: dict[str, Value] = {}
+    for key, (f, required) in spec.items():
+        raw = body.get(key)
+        if raw is None:
+            if required:
+                problems.append(FieldProblem(key, "is required"))
+            continue
+        try:
+            value = convert(f, raw)
+        except FieldValueError as exc:
+            problems.append(FieldProblem(key, exc.problem))
+            continue
+        if required and value == "":
+            problems.append(FieldProblem(key, "must not be empty"))
+        values[key] = value
+    if problems:
+        raise ValidationError(problems)
+    return values
 
 
 def _log_events(events: Sequence[TicketEvent]) -> None:

@@ -232,9 +232,7 @@ def update(
         values["priority"] = settings.default_priority
     new_priority = values.get("priority")
     if isinstance(new_priority, str) and new_priority != current["priority"]:
-        sla = _sla(current).reprioritised(
-            settings.policy, new_priority, settings.business_calendar, now
-        )
+        sla = _sla(current).reprioritised(settings.policy, new_priority, settings.business_calendar, now)
         values.update(_sla_fields(sla))
     if values:
         values["updated_at"] = now
@@ -256,6 +254,8 @@ def transition(settings: TicketSettings, current: Record, to: str, *, now: datet
     calendar = settings.business_calendar
     sla = _sla(current)
     values: dict[str, Value] = {"status": to, "updated_at": now}
+    if to == "new":
+        values["assignee"] = None  # back to the department's queue
     if old == "pending_customer":
         sla = sla.resume(settings.policy, calendar, now)
     if to == "pending_customer":
