@@ -7,6 +7,7 @@ ignored. Nothing outside this module reads ``os.environ``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -180,7 +181,11 @@ def _fill_priorities(layered: dict[str, Any]) -> None:
     if not isinstance(tickets, dict) or not isinstance(tickets.get("priorities"), dict):
         return
     defaults = msgspec.to_builtins(_default_priorities())
-    tickets["priorities"] = {**defaults, **tickets["priorities"]}
+    merged = dict(defaults)
+    for name, override in tickets["priorities"].items():
+        base = defaults.get(name, {})
+        merged[name] = {**base, **override} if isinstance(override, dict) else override
+    tickets["priorities"] = merged
 
 
 def _dec_hook(kind: type, value: Any) -> Any:
@@ -202,6 +207,8 @@ def _check(config: NodeConfig, source: str) -> None:
             source,
             f"region {config.region!r} must be 2-32 lowercase letters, digits or '-', starting with a letter",
         )
+    if not 0 <= config.http.port <= 65535:
+        raise ConfigError(source, f"http.port must be 0-65535, got {config.http.port}")
     if config.http.max_body_bytes < 1024:
         raise ConfigError(source, "http.max_body_bytes must be at least 1024")
     if not 1 <= config.storage.max_batch <= 10_000:
@@ -218,5 +225,6 @@ def _check(config: NodeConfig, source: str) -> None:
             f"(missing {missing}, unknown {unknown})",
         )
     for name, p in tickets.priorities.items():
-        if min(p.first_response_min, p.next_update_min, p.resolution_min) <= 0:
+        targets = (p.first_response_min, p.next_update_min, p.resolution_min)
+        if not all(math.isfinite(t) and t > 0 for t in targets):
             raise ConfigError(source, f"tickets.priorities.{name}: every target must be positive minutes")

@@ -19,6 +19,7 @@ origin node and a gap-free per-node sequence number.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -370,6 +371,9 @@ class Store:
             self._last_seq = int(row[1] or 0)
         except (sqlite3.Error, StoreError, OSError) as exc:
             self._startup_error = exc
+            self._closed = True
+            with contextlib.suppress(NameError, sqlite3.Error):
+                conn.close()
             self._ready.set()
             return
         self._ready.set()

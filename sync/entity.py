@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -260,6 +261,8 @@ def convert(f: Field, raw: object) -> Value:  # noqa: C901 - one flat branch per
         case Kind.FLOAT:
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise FieldValueError(f.name, f"expected a number, got {_json_type(raw)}")
+            if isinstance(raw, int) and abs(raw) > sys.float_info.max:
+                raise FieldValueError(f.name, "is too large for a number")
             if not math.isfinite(raw):
                 raise FieldValueError(f.name, "must be a finite number")
             _check_range(f, raw)
@@ -311,7 +314,10 @@ def _convert_instant(f: Field, raw: object) -> datetime:
         raise FieldValueError(f.name, f"not an ISO-8601 timestamp: {raw!r}") from None
     if value.tzinfo is None:
         raise FieldValueError(f.name, "timestamp needs a UTC offset, e.g. 2026-01-31T09:00:00Z")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise FieldValueError(f.name, f"timestamp out of range: {raw!r}") from None
 
 
 def _check_range(f: Field, raw: float) -> None:
@@ -378,6 +384,8 @@ def to_storage(f: Field, value: Value) -> StorageValue:
             return json.dumps(sorted(value), ensure_ascii=False, separators=(",", ":"))
         case Kind.DOCUMENT, dict():
             return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        case Kind.INSTANT | Kind.TEXT_SET | Kind.DOCUMENT, _:
+            pass
         case _, str() | int() | float():
             return value
     raise FieldValueError(f.name, f"cannot store a {type(value).__name__} in a {f.kind} field")
@@ -398,6 +406,8 @@ def from_storage(f: Field, stored: StorageValue) -> Value:
             loaded = json.loads(stored)
             if isinstance(loaded, dict):
                 return loaded
+        case Kind.INSTANT | Kind.TEXT_SET | Kind.DOCUMENT, _:
+            pass
         case _, str() | int() | float():
             return stored
     raise FieldValueError(f.name, f"stored value {stored!r} does not fit a {f.kind} field")
@@ -417,7 +427,7 @@ def format_instant(value: datetime) -> str:
     """The one text form of an instant: UTC, microseconds, 'Z' suffix; sorts as text."""
     if value.tzinfo is None:
         raise ValueError("naive datetimes are not instants")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def encode_fields(entity: Entity, values: Mapping[str, Value]) -> dict[str, StorageValue]:

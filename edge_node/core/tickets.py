@@ -223,13 +223,15 @@ def update(
     _refuse_if_archived(current, "edited")
     if current["status"] == "closed":
         raise TicketReadOnlyError(ticket_id, "closed", "edited; reopen it first")
+    if "department" in changes and changes["department"] is None:
+        raise ValidationError([FieldProblem("department", "cannot be cleared; name a department")])
     merged = {**current, **changes}
     _check_type_fields(str(merged["type"]), merged)
     if "department" in changes and changes["department"] not in departments:
         raise _unknown_department(str(changes["department"]), departments)
-    values: dict[str, Value] = {k: v for k, v in changes.items() if current.get(k) != v}
     if "priority" in changes and changes["priority"] is None:
-        values["priority"] = settings.default_priority
+        changes = {**changes, "priority": settings.default_priority}
+    values: dict[str, Value] = {k: v for k, v in changes.items() if current.get(k) != v}
     new_priority = values.get("priority")
     if isinstance(new_priority, str) and new_priority != current["priority"]:
         sla = _sla(current).reprioritised(settings.policy, new_priority, settings.business_calendar, now)
@@ -324,11 +326,13 @@ def escalate(
         "escalation_reason": reason,
         "updated_at": now,
     }
+    events: list[TicketEvent] = [TicketEscalated(ticket_id, target, on_breach)]
     if target != current["department"]:
         values["assignee"] = None
         if current["status"] == "assigned":
             values["status"] = "new"
-    return Change(values, [TicketEscalated(ticket_id, target, on_breach)])
+            events.append(StatusChanged(ticket_id, "assigned", "new"))
+    return Change(values, events)
 
 
 def comment(settings: TicketSettings, current: Record, *, internal: bool, now: datetime) -> Change:
