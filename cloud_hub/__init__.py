@@ -1,0 +1,1 @@
+"""EdgeCare hub: the fleet registry and the merged state of every region."""

@@ -23,9 +23,11 @@ from edge_node.core.sla import PriorityTargets, SLAPolicy
 from edge_node.core.tickets import TicketSettings
 from edge_node.errors import EdgeNodeError
 from edge_node.http import create_app
+from edge_node.replication import NodeReplicator, ReplicationSettings
 from edge_node.service import NodeService
 from edge_node.store import Store
 from security.tokens import load_or_create_secret
+from sync.transport.natsd import NatsServer, NatsServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +186,35 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None]) -> None:
         max_batch=config.storage.max_batch,
     )
     store.open()
+    nats_server = NatsServer(
+        NatsServerConfig(
+            store_dir=config.data_dir / "jetstream",
+            host=config.sync.nats_host,
+            port=config.sync.nats_port,
+            domain=f"edge-{config.region}",
+            leaf_remote=config.sync.hub,
+            leaf_reconnect_s=0.5,  # heal fast after a WAN outage (the server's default is 1-2 s)
+            server_name=node_id,
+        )
+    )
     try:
+        await nats_server.start()
         settings = build_settings(config, datetime.now(UTC).date())
         service = NodeService(store, settings, region=config.region)
         await service.bootstrap()
         wake = asyncio.Event()
         service.on_schedule_change = wake.set
-        app = create_app(service, token_secret=secret, max_body_bytes=config.http.max_body_bytes)
+        replicator = NodeReplicator(
+            store,
+            region=config.region,
+            nats_url=nats_server.client_url,
+            settings=ReplicationSettings(heartbeat_interval_s=config.sync.heartbeat_interval_s),
+            on_merged=service.reconcile_after_merge,
+        )
+        store.add_commit_listener(asyncio.get_running_loop(), replicator.wake)
+        app = create_app(
+            service, token_secret=secret, max_body_bytes=config.http.max_body_bytes, replicator=replicator
+        )
         server = _Server(
             uvicorn.Config(
                 app,
@@ -211,12 +235,19 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None]) -> None:
             loop.add_signal_handler(sig, _request_exit, server)
         async with asyncio.TaskGroup() as tg:
             timer = tg.create_task(run_sla_timer(service, wake), name="sla-timer")
+            supervisor = tg.create_task(nats_server.supervise(), name="nats-server")
+            replication = tg.create_task(replicator.run(), name="replication")
             serving = tg.create_task(server.serve(sockets=[sock]), name="http")
             ready = tg.create_task(server.ready.wait(), name="http-ready")
             await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
             if ready.done():
                 host, port = sock.getsockname()[:2]
                 url = f"http://{host}:{port}"
+                log.info(
+                    "local nats-server %s (%s)",
+                    nats_server.client_url,
+                    f"leaf of {config.sync.hub}" if config.sync.hub else "standalone: no hub configured",
+                )
                 log.info(
                     "node %s (region %s, edgecare %s) serving %s; data in %s; sync=%s",
                     node_id,
@@ -230,8 +261,10 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None]) -> None:
             else:
                 ready.cancel()
             await serving
-            timer.cancel()
+            for task in (timer, supervisor, replication):
+                task.cancel()
     finally:
+        await nats_server.stop()
         store.close()
         log.info("node %s stopped; store closed", node_id)
 

@@ -5,18 +5,22 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import uvloop
 
+from cloud_hub.config import HubConfig
+from cloud_hub.errors import HubError
 from edge_node import __version__
 from edge_node.config import ConfigError, NodeConfig, load_config, parse_hostport
 from edge_node.errors import EdgeNodeError
 from security.errors import SecurityError
 from security.roles import Role
 from security.tokens import Principal, issue_token, load_or_create_secret
+from sync.errors import SyncError
 
 app = typer.Typer(
     name="edgecare",
@@ -27,6 +31,8 @@ app = typer.Typer(
 )
 node_app = typer.Typer(help="Run and manage a regional node.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+hub_app = typer.Typer(help="Run and manage the central hub.", no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
 
 log = logging.getLogger("edgecare")
 
@@ -75,6 +81,16 @@ def node_run(
     log_level: Annotated[
         str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR. [default: INFO]")
     ] = None,
+    hub: Annotated[
+        str | None,
+        typer.Option(help="The hub's leaf-node URL, e.g. nats-leaf://hub:7422; omitted: standalone."),
+    ] = None,
+    nats: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT of the node's own nats-server; port 0 picks one. [default: 127.0.0.1:0]"
+        ),
+    ] = None,
 ) -> None:
     """Start a regional node: the ticket API over HTTP, SQLite in the data directory.
 
@@ -90,18 +106,29 @@ def node_run(
         if http is not None:
             host, port = parse_hostport(http)
             overrides["http.host"], overrides["http.port"] = host, port
+        if nats is not None:
+            host, port = parse_hostport(nats, source="--nats")
+            overrides["sync.nats_host"], overrides["sync.nats_port"] = host, port
+        if hub is not None:
+            overrides["sync.hub"] = hub
         cfg = load_config(config_file=config, data_dir=data_dir, overrides=overrides)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     _configure_logging(cfg.log_level)
     from edge_node.app import serve  # after logging: importing the app pulls in litestar
 
+    _run_service(lambda: serve(cfg, on_ready=lambda url: _announce(cfg, url)))
+
+
+def _run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a service on uvloop; our own errors end it with their message, not a traceback."""
+    ours_types = (EdgeNodeError, SecurityError, SyncError, HubError)
     try:
-        uvloop.run(serve(cfg, on_ready=lambda url: _announce(cfg, url)))
-    except (EdgeNodeError, SecurityError) as exc:
+        uvloop.run(main())
+    except ours_types as exc:
         raise _fail(str(exc), code=1) from None
     except BaseExceptionGroup as group:
-        ours, rest = group.split((EdgeNodeError, SecurityError))
+        ours, rest = group.split(ours_types)
         if ours is None or rest is not None:
             raise
         raise _fail("; ".join(str(e) for e in ours.exceptions), code=1) from None
@@ -134,13 +161,14 @@ def node_token(
         cfg = load_config(data_dir=data_dir)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    if not cfg.secret_path.exists():
-        raise _fail(
-            f"no node secret at {cfg.secret_path}; start the node once with --data-dir {cfg.data_dir} "
-            "(or check the path)"
-        )
+    _print_token(cfg.secret_path, role, name, ttl_hours, "start the node once with --data-dir")
+
+
+def _print_token(secret_path: Path, role: Role, name: str | None, ttl_hours: int, hint: str) -> None:
+    if not secret_path.exists():
+        raise _fail(f"no secret at {secret_path}; {hint} {secret_path.parent.parent} (or check the path)")
     try:
-        secret = load_or_create_secret(cfg.secret_path)
+        secret = load_or_create_secret(secret_path)
         now = int(time.time())
         principal = Principal(
             role=role,
@@ -151,6 +179,59 @@ def node_token(
         typer.echo(issue_token(secret, principal))
     except SecurityError as exc:
         raise _fail(str(exc)) from None
+
+
+@hub_app.command("run")
+def hub_run(
+    data_dir: Annotated[Path, typer.Option(help="Where the hub keeps its stores and secrets.")] = Path(
+        "./hub-data"
+    ),
+    nats: Annotated[
+        str, typer.Option(help="HOST:PORT of the hub's NATS client listener; 0 picks a port.")
+    ] = "127.0.0.1:4222",
+    leaf: Annotated[
+        str, typer.Option(help="HOST:PORT where regional nodes connect as leaf nodes.")
+    ] = "127.0.0.1:7422",
+    http: Annotated[str, typer.Option(help="HOST:PORT of the hub's HTTP API.")] = "127.0.0.1:8090",
+    down_after_s: Annotated[float, typer.Option(help="A node silent this long is shown down.")] = 10.0,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Start the hub: JetStream with a leaf listener, the merge of every region, the fleet API."""
+    try:
+        config = HubConfig(
+            data_dir=data_dir,
+            nats=parse_hostport(nats, source="--nats"),
+            leaf=parse_hostport(leaf, source="--leaf"),
+            http=parse_hostport(http, source="--http"),
+            down_after_s=down_after_s,
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    _configure_logging(log_level.upper())
+    from cloud_hub.app import serve_hub
+
+    def announce(urls: dict[str, str]) -> None:
+        typer.echo(  # the ready line comes last, so whoever waits for it has the URLs too
+            f"  nats: {urls['nats']}\n"
+            f"  leaf: {urls['leaf']}  (nodes: edgecare node run --hub {urls['leaf']})\n"
+            f"  get a token: edgecare hub token --data-dir {data_dir} --role central_ops\n"
+            f"EdgeCare hub ready at {urls['http']}"
+        )
+
+    _run_service(lambda: serve_hub(config, on_ready=announce))
+
+
+@hub_app.command("token")
+def hub_token(
+    role: Annotated[Role, typer.Option(help="The role the token grants.", case_sensitive=False)],
+    data_dir: Annotated[Path, typer.Option(help="The hub's data directory.")] = Path("./hub-data"),
+    name: Annotated[str | None, typer.Option(help="Who the token is for. [default: the role]")] = None,
+    ttl_hours: Annotated[int, typer.Option(min=0, help="Hours until expiry; 0 never expires.")] = 24 * 30,
+) -> None:
+    """Print a bearer token for the hub's API."""
+    _print_token(
+        data_dir / "secrets" / "api-token.key", role, name, ttl_hours, "start the hub once with --data-dir"
+    )
 
 
 def main() -> None:

@@ -89,6 +89,15 @@ class TicketsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     default_department: str = "general"
 
 
+class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # The hub's leaf-node listener, e.g. nats-leaf://hub.example:7422; none: the node runs standalone.
+    hub: str | None = None
+    # The node's own nats-server (client port for local services); port 0 picks a free one.
+    nats_host: str = "127.0.0.1"
+    nats_port: int = 0
+    heartbeat_interval_s: float = 2.0
+
+
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     region: str = "eu-de"
     data_dir: Path = DEFAULT_DATA_DIR
@@ -97,6 +106,7 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     calendar: CalendarConfig = msgspec.field(default_factory=CalendarConfig)
     tickets: TicketsConfig = msgspec.field(default_factory=TicketsConfig)
+    sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
 
     @property
     def db_path(self) -> Path:
@@ -145,6 +155,8 @@ def load_config(
         env_layer["region"] = env["EDGECARE_REGION"]
     if "EDGECARE_LOG_LEVEL" in env:
         env_layer["log_level"] = env["EDGECARE_LOG_LEVEL"].upper()
+    if "EDGECARE_HUB" in env:
+        env_layer["sync.hub"] = env["EDGECARE_HUB"]
     if "EDGECARE_HTTP" in env:
         host, port = parse_hostport(env["EDGECARE_HTTP"], source="EDGECARE_HTTP")
         env_layer["http.host"], env_layer["http.port"] = host, port

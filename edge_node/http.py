@@ -32,6 +32,7 @@ from edge_node.core.tickets import (
     TicketReadOnlyError,
 )
 from edge_node.errors import EdgeNodeError
+from edge_node.replication import NodeReplicator, hlc_age_s
 from edge_node.service import (
     DuplicateRecordError,
     IdempotencyConflictError,
@@ -42,8 +43,9 @@ from edge_node.service import (
 )
 from edge_node.store import NotFoundError, StoreError
 from security.errors import SecurityError
-from security.roles import ForbiddenError
+from security.roles import ForbiddenError, Permission, require
 from security.tokens import InvalidTokenError, Principal, verify_token
+from sync.adapters.replica import region_digests
 from sync.entities import COMMENT, CUSTOMER, DEPARTMENT, TICKET
 from sync.entity import Entity, FieldProblem, ValidationError, json_schema
 
@@ -433,6 +435,36 @@ async def list_departments(state: State, principal: Principal) -> dict[str, obje
     return {"items": [public(DEPARTMENT, d) for d in await _service(state).list_departments(principal)]}
 
 
+@get(f"{API}/digests", tags=["replication"], summary="State digests of this node's region")
+async def digests(state: State, principal: Principal, region: str) -> dict[str, object]:
+    service = _service(state)
+    require(principal.role, Permission.READ)
+    if region != service.region:
+        raise NotFoundError("region", region)
+    return await service.store.read(lambda r: region_digests(r.conn, region))
+
+
+@get(f"{API}/replication", tags=["replication"], summary="Replication to the hub: backlog, lag, refusals")
+async def replication_status(state: State, principal: Principal) -> dict[str, object]:
+    require(principal.role, Permission.READ)
+    replicator: NodeReplicator | None = state.replicator
+    if replicator is None:
+        return {"enabled": False}
+    stats = replicator.statistics()
+    return {
+        "enabled": True,
+        "connected_to_hub": stats.connected_to_hub,
+        "changelog_last_seq": stats.last_seq,
+        "published_seq": stats.published_seq,
+        "confirmed_seq": stats.acked_seq,
+        "backlog_ops": stats.backlog_ops,
+        "lag_s": hlc_age_s(stats.oldest_pending_hlc, int(time.time() * 1000)),
+        "batches_sent": stats.batches_sent,
+        "inbound_ops_merged": stats.inbound_ops_merged,
+        "inbound_refused": stats.inbound_refused,
+    }
+
+
 ROUTES: list[ControllerRouterHandler] = [
     healthz,
     readyz,
@@ -451,10 +483,18 @@ ROUTES: list[ControllerRouterHandler] = [
     get_customer,
     create_department,
     list_departments,
+    digests,
+    replication_status,
 ]
 
 
-def create_app(service: NodeService, *, token_secret: bytes, max_body_bytes: int) -> Litestar:
+def create_app(
+    service: NodeService,
+    *,
+    token_secret: bytes,
+    max_body_bytes: int,
+    replicator: NodeReplicator | None = None,
+) -> Litestar:
     """The litestar application for one node."""
     return Litestar(
         route_handlers=ROUTES,
@@ -466,7 +506,7 @@ def create_app(service: NodeService, *, token_secret: bytes, max_body_bytes: int
             HTTPException: _http_error,
             Exception: _unexpected,
         },
-        state=State({"service": service, "token_secret": token_secret}),
+        state=State({"service": service, "token_secret": token_secret, "replicator": replicator}),
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="EdgeCare regional node",

@@ -397,6 +397,43 @@ class NodeService:
         _log_events(events)
         return events
 
+    async def reconcile_after_merge(self, ticket_ids: Sequence[str]) -> None:
+        """Re-derive what the region owns after the hub's edits arrive.
+
+        A priority changed centrally needs new SLA targets on the region's
+        calendar; that is a local write like any other, so it replicates back.
+        """
+        now = self.clock()
+
+        def write(tx: Tx) -> list[dict[str, Value]]:
+            touched = []
+            for ticket_id in dict.fromkeys(ticket_ids):
+                current = tx.get(TICKET, ticket_id)
+                if current is None:
+                    continue
+                sla = current.get("sla")
+                open_ = current.get("status") in core.OPEN_STATUSES and not current.get("archived")
+                if open_ and isinstance(sla, dict) and sla.get("priority") != current.get("priority"):
+                    previous = sla.get("priority")
+                    stale: dict[str, Value] = {
+                        **current,
+                        "priority": previous if isinstance(previous, str) else None,
+                    }
+                    change = core.update(
+                        self.settings,
+                        stale,
+                        {"priority": current["priority"]},
+                        departments=_departments(tx),
+                        now=now,
+                    )
+                    tx.update(TICKET, ticket_id, {k: v for k, v in change.values.items() if k != "priority"})
+                    current = {**current, **change.values}
+                touched.append(current)
+            return touched
+
+        for ticket in await self.store.write(write, actor="replication"):
+            self._reschedule(ticket)
+
     async def _apply(
         self,
         principal: Principal,

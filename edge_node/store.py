@@ -35,9 +35,12 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from edge_node.errors import EdgeNodeError
+from sync.adapters.replica import REPLICA_TABLES, MergeOutcome, merge_op, record_local
+from sync.crdt import Op, Version
 from sync.entities import ENTITIES
 from sync.entity import Entity, Value, encode_fields, from_storage, sqlite_columns, to_storage
 from sync.hlc import HLCTimestamp, HybridLogicalClock
+from sync.transport.codec import decode_changes, encode_changes
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,14 @@ def _m0001(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE node_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+@MIGRATIONS(name="0002_replica_metadata")
+def _m0002(db: sqlite_utils.Database) -> None:
+    for statement in REPLICA_TABLES:
+        db.execute(statement)
+    # The CRDT form of each operation (versions, set deltas), what replication ships.
+    db.execute("ALTER TABLE changelog ADD COLUMN changes BLOB")
+
+
 def migrate(conn: sqlite3.Connection, migrations: Migrations = MIGRATIONS) -> list[str]:
     """Apply pending migrations; refuse a database written by a newer program."""
     db = sqlite_utils.Database(conn)
@@ -198,6 +209,18 @@ class Reader:
             for seq, entity, rid, blob, hlc, origin, actor in rows
         ]
 
+    def crdt_ops(self, *, after_seq: int = 0, limit: int = 1000) -> list[Op]:
+        """Change-log operations in their replicated (CRDT) form, in sequence order."""
+        rows = self.conn.execute(
+            "SELECT seq, entity, record_id, hlc, origin, changes FROM changelog "
+            "WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        return [
+            Op(entity, rid, origin, seq, hlc, decode_changes(changes))
+            for seq, entity, rid, hlc, origin, changes in rows
+        ]
+
     def meta(self, key: str) -> str | None:
         """A node metadata value."""
         row = self.conn.execute("SELECT value FROM node_meta WHERE key = ?", (key,)).fetchone()
@@ -249,11 +272,24 @@ class Tx(Reader):
             (key, value),
         )
 
+    def merge(self, entity: Entity, op: Op) -> MergeOutcome:
+        """Merge an operation from another replica; the local clock moves past it.
+
+        Raises:
+            ClockDriftError: the operation's clock is too far ahead of ours; nothing is merged.
+        """
+        self._store.clock.receive(HLCTimestamp.decode(op.hlc), self._store.wall_ms())
+        return merge_op(self.conn, entity, op)
+
     def _log(self, entity: Entity, record_id: str, values: Mapping[str, Value]) -> Operation:
         hlc = self._store.clock.now(self._store.wall_ms())
         fields = encode_fields(entity, values)
+        changes = record_local(
+            self.conn, entity, record_id, values, Version(hlc.encode(), self._store.node_id)
+        )
         cur = self.conn.execute(
-            "INSERT INTO changelog (entity, record_id, fields, hlc, origin, actor) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO changelog (entity, record_id, fields, hlc, origin, actor, changes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 entity.name,
                 record_id,
@@ -261,6 +297,7 @@ class Tx(Reader):
                 hlc.encode(),
                 self._store.node_id,
                 self.actor,
+                encode_changes(changes),
             ),
         )
         seq = cur.lastrowid
@@ -311,6 +348,7 @@ class Store:
         self._last_seq = 0
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        self._commit_listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
 
     # lifecycle
 
@@ -341,6 +379,10 @@ class Store:
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         return conn
+
+    def add_commit_listener(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on ``loop`` after every commit (e.g. to wake the replication drainer)."""
+        self._commit_listeners.append((loop, callback))
 
     # writing
 
@@ -425,6 +467,8 @@ class Store:
             self._commits += 1
             row = conn.execute("SELECT max(seq) FROM changelog").fetchone()
             self._last_seq = int(row[0] or 0)
+            for loop, callback in self._commit_listeners:
+                loop.call_soon_threadsafe(callback)
         self._jobs += len(batch)
         for job, (ok, value) in zip(batch, outcomes, strict=True):
             if not ok:

@@ -15,11 +15,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE_DIRS = {
+    ROOT / "cloud_hub" / "core": {"cloud_hub", "sync"},
     ROOT / "edge_node" / "core": {"edge_node", "sync"},
     ROOT / "sync": {"sync"},
 }
 # Core must not reach the adapters of its own package either.
-FORBIDDEN_OWN = {"edge_node.http", "edge_node.store", "edge_node.app", "edge_node.service", "edge_node.cli"}
+FORBIDDEN_OWN = {
+    "cloud_hub.service",
+    "cloud_hub.http",
+    "cloud_hub.app",
+    "cloud_hub.bus",
+    "edge_node.http",
+    "edge_node.store",
+    "edge_node.app",
+    "edge_node.service",
+    "edge_node.cli",
+    "edge_node.replication",
+}
 
 
 def _imports(path: Path) -> list[str]:

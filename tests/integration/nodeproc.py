@@ -86,13 +86,28 @@ def issue_token(data_dir: Path, role: str = "agent", name: str | None = None) ->
     return done.stdout.strip()
 
 
-def start_node(data_dir: Path, *, region: str = "eu-de", extra: tuple[str, ...] = ()) -> NodeProcess:
-    """Start a node and return once it is ready; raise with its output if it is not."""
+def start_node(
+    data_dir: Path,
+    *,
+    region: str = "eu-de",
+    hub: str | None = None,
+    http: str = "127.0.0.1:0",
+    extra: tuple[str, ...] = (),
+) -> NodeProcess:
+    """Start a node and return once it is ready; raise with its output if it is not.
+
+    ``http`` may pin the port, so a restarted node keeps its address.
+    """
+    args = ["node", "run", "--region", region, "--data-dir", str(data_dir), "--http", http, *extra]
+    if hub is not None:
+        args += ["--hub", hub]
+    return _spawn(args, data_dir, READY)
+
+
+def _spawn(args: list[str], data_dir: Path, ready_line: re.Pattern[str]) -> NodeProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        _command(
-            "node", "run", "--region", region, "--data-dir", str(data_dir), "--http", "127.0.0.1:0", *extra
-        ),
+        _command(*args),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -107,7 +122,7 @@ def start_node(data_dir: Path, *, region: str = "eu-de", extra: tuple[str, ...] 
         assert proc.stdout is not None
         for line in proc.stdout:
             output.append(line)
-            if not found and (m := READY.search(line)):
+            if not found and (m := ready_line.search(line)):
                 found.append(m["url"])
                 ready.set()
         ready.set()
@@ -120,8 +135,70 @@ def start_node(data_dir: Path, *, region: str = "eu-de", extra: tuple[str, ...] 
         proc.wait(timeout=10)
         reader.join(timeout=10)
         proc.stdout.close()
-        raise NodeStartError("node did not become ready:\n" + "".join(output))
+        raise NodeStartError(f"{' '.join(args[:2])} did not become ready:\n" + "".join(output))
     return NodeProcess(proc, found[0], data_dir, output, reader)
+
+
+HUB_READY = re.compile(r"hub ready at (?P<url>http://\S+)")
+HUB_LEAF = re.compile(r"leaf: (?P<url>nats\S*://\S+)")
+HUB_NATS = re.compile(r"nats: (?P<url>nats://\S+)")
+
+
+@dataclass
+class HubProcess:
+    """A running hub and the URLs it printed."""
+
+    node: NodeProcess
+
+    @property
+    def url(self) -> str:
+        return self.node.url
+
+    @property
+    def leaf_url(self) -> str:
+        return _find(HUB_LEAF, self.node.log)
+
+    @property
+    def nats_url(self) -> str:
+        return _find(HUB_NATS, self.node.log)
+
+    def token(self, role: str = "central_ops") -> str:
+        args = ["hub", "token", "--data-dir", str(self.node.data_dir), "--role", role]
+        done = subprocess.run(_command(*args), capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"hub token failed ({done.returncode}): {done.stderr}")
+        return done.stdout.strip()
+
+    def kill(self) -> None:
+        self.node.kill()
+
+    def stop(self) -> int:
+        return self.node.stop()
+
+
+def _find(pattern: re.Pattern[str], text: str) -> str:
+    match = pattern.search(text)
+    if match is None:
+        raise NodeStartError(f"no {pattern.pattern!r} in the output:\n{text}")
+    return match["url"]
+
+
+def start_hub(
+    data_dir: Path, *, nats: str = "127.0.0.1:0", leaf: str = "127.0.0.1:0", http: str = "127.0.0.1:0"
+) -> HubProcess:
+    """Start a hub; pin ``nats``/``leaf``/``http`` to restart it where nodes expect it."""
+    args = ["hub", "run", "--data-dir", str(data_dir), "--nats", nats, "--leaf", leaf, "--http", http]
+    return HubProcess(_spawn(args, data_dir, HUB_READY))  # the URL lines come before the ready line
+
+
+@contextmanager
+def running_hub(data_dir: Path, **kw: str) -> Iterator[HubProcess]:
+    """A hub for the duration of the block, stopped afterwards whatever happens."""
+    hub = start_hub(data_dir, **kw)
+    try:
+        yield hub
+    finally:
+        hub.stop()
 
 
 @contextmanager

@@ -1,0 +1,108 @@
+"""Composition root of the hub: nats-server (JetStream, leaf listener) -> stores -> bus -> HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+import uvicorn
+
+from cloud_hub.bus import HubBus
+from cloud_hub.config import HubConfig
+from cloud_hub.http import create_hub_app
+from cloud_hub.service import Hub
+from edge_node import __version__
+from edge_node.app import _Server, bind
+from security.tokens import load_or_create_secret
+from sync.transport.natsd import NatsServer, NatsServerConfig
+
+log = logging.getLogger(__name__)
+
+
+def prepare_hub_dir(config: HubConfig) -> tuple[str, bytes]:
+    """Create the data directory on first run; return the hub id and the API token secret."""
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config.secret_path.parent.mkdir(exist_ok=True, mode=0o700)
+    secret = load_or_create_secret(config.secret_path)
+    id_path = config.data_dir / "hub-id"
+    if id_path.exists():
+        hub_id = id_path.read_text(encoding="utf-8").strip()
+    else:
+        hub_id = f"hub-{os.urandom(4).hex()}"
+        id_path.write_text(hub_id + "\n", encoding="utf-8")
+    return hub_id, secret
+
+
+async def serve_hub(config: HubConfig, *, on_ready: Callable[[dict[str, str]], None]) -> None:
+    """Run the hub until SIGINT or SIGTERM."""
+    hub_id, secret = prepare_hub_dir(config)
+    nats_server = NatsServer(
+        NatsServerConfig(
+            store_dir=config.data_dir / "jetstream",
+            host=config.nats[0],
+            port=config.nats[1],
+            domain="hub",
+            leaf_listen=config.leaf,
+            sync_always=True,
+            server_name=hub_id,
+        )
+    )
+    await nats_server.start()
+    hub = Hub(config.data_dir, hub_id=hub_id, down_after_s=config.down_after_s)
+    try:
+        bus = HubBus(hub, nats_server.client_url)
+        app = create_hub_app(hub, token_secret=secret)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                loop="none",
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_config=None,
+                server_header=False,
+            )
+        )
+        sock = bind(*config.http)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _request_exit, server)
+        async with asyncio.TaskGroup() as tg:
+            supervisor = tg.create_task(nats_server.supervise(), name="nats-server")
+            bus_task = tg.create_task(bus.run(), name="bus")
+            serving = tg.create_task(server.serve(sockets=[sock]), name="http")
+            ready = tg.create_task(server.ready.wait(), name="http-ready")
+            await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
+            if ready.done():
+                host, port = sock.getsockname()[:2]
+                urls = {
+                    "http": f"http://{host}:{port}",
+                    "nats": nats_server.client_url,
+                    "leaf": nats_server.leaf_url or "",
+                }
+                log.info(
+                    "hub %s (edgecare %s) serving %s; nats %s; leaf %s",
+                    hub_id,
+                    __version__,
+                    urls["http"],
+                    urls["nats"],
+                    urls["leaf"],
+                )
+                on_ready(urls)
+            else:
+                ready.cancel()
+            await serving
+            bus_task.cancel()
+            supervisor.cancel()
+    finally:
+        await nats_server.stop()
+        hub.close()
+        log.info("hub %s stopped", hub_id)
+
+
+def _request_exit(server: uvicorn.Server) -> None:
+    log.info("shutdown requested")
+    server.should_exit = True

@@ -1,0 +1,143 @@
+"""The hub's HTTP API (litestar): fleet, tickets across regions, digests, central edits."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from litestar import Litestar, Request, Response, get, patch
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.params import Parameter
+
+from cloud_hub.errors import HubError
+from cloud_hub.service import Hub, UnknownRegionError
+from edge_node import __version__
+from edge_node.errors import EdgeNodeError
+from edge_node.http import (
+    STATUS_BY_ERROR,
+    _domain_error,
+    _http_error,
+    _json_object,
+    _principal,
+    _unexpected,
+)
+from edge_node.service import public
+from security.errors import SecurityError
+from security.roles import Permission, require
+from security.tokens import Principal
+from sync.entities import TICKET
+from sync.entity import ValidationError
+from sync.errors import SyncError
+
+API = "/api/v1"
+HUB_ERRORS = (
+    (UnknownRegionError, 404, "unknown region"),
+    (HubError, 409, "refused"),
+    (SyncError, 422, "invalid input"),
+)
+
+
+def _hub(state: State) -> Hub:
+    hub: Hub = state.hub
+    return hub
+
+
+def _error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    for error_type, status, title in HUB_ERRORS:
+        if isinstance(exc, error_type) and not isinstance(exc, tuple(t for t, _, _ in STATUS_BY_ERROR)):
+            return Response(
+                {"status": status, "title": title, "detail": str(exc)},
+                status_code=status,
+                media_type="application/problem+json",
+            )
+    return _domain_error(request, exc)
+
+
+@get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", tags=["health"])
+async def readyz(state: State) -> dict[str, object]:
+    hub = _hub(state)
+    return {"status": "ready", "hub_id": hub.hub_id, "version": __version__, "regions": hub.regions()}
+
+
+@get(f"{API}/fleet", tags=["fleet"], summary="Every node: region, state, heartbeat, backlog, lag")
+async def fleet(state: State, principal: Principal) -> dict[str, object]:
+    require(principal.role, Permission.READ)
+    hub = _hub(state)
+    return {"nodes": hub.fleet.as_json(int(time.time() * 1000)), "down_after_s": hub.fleet.down_after_s}
+
+
+@get(f"{API}/replication", tags=["fleet"], summary="Merge counters and refusals by reason")
+async def replication(state: State, principal: Principal) -> dict[str, object]:
+    require(principal.role, Permission.READ)
+    c = _hub(state).counters
+    return {"batches": c.batches, "ops_merged": c.ops_merged, "ops_stale": c.ops_stale, "refused": c.refused}
+
+
+@get(f"{API}/tickets", tags=["tickets"], summary="Tickets across regions, newest first")
+async def list_tickets(
+    state: State,
+    principal: Principal,
+    region: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> dict[str, object]:
+    items, next_cursor = await _hub(state).list_tickets(principal, region=region, limit=limit, cursor=cursor)
+    return {"items": [public(TICKET, t) for t in items], "next_cursor": next_cursor}
+
+
+@get(f"{API}/tickets/{{region:str}}/{{ticket_id:str}}", tags=["tickets"], summary="One ticket of a region")
+async def get_ticket(state: State, principal: Principal, region: str, ticket_id: str) -> dict[str, object]:
+    return public(TICKET, await _hub(state).get_ticket(principal, region, ticket_id))
+
+
+@patch(
+    f"{API}/tickets/{{region:str}}/{{ticket_id:str}}",
+    tags=["tickets"],
+    summary="Central edit: priority, department or assignee; flows back to the region",
+)
+async def edit_ticket(
+    request: Request[Any, Any, Any], state: State, principal: Principal, region: str, ticket_id: str
+) -> dict[str, object]:
+    body = await _json_object(request)
+    return public(TICKET, await _hub(state).edit_ticket(principal, region, ticket_id, body))
+
+
+@get(f"{API}/digests", tags=["replication"], summary="State digests of a region, as nodes serve them")
+async def digests(state: State, principal: Principal, region: str) -> dict[str, object]:
+    require(principal.role, Permission.READ)
+    return await _hub(state).digests(region)
+
+
+def create_hub_app(hub: Hub, *, token_secret: bytes, max_body_bytes: int = 65536) -> Litestar:
+    """The litestar application of the hub."""
+    return Litestar(
+        route_handlers=[healthz, readyz, fleet, replication, list_tickets, get_ticket, edit_ticket, digests],
+        dependencies={"principal": Provide(_principal)},
+        exception_handlers={
+            EdgeNodeError: _error,
+            SecurityError: _error,
+            ValidationError: _error,
+            HubError: _error,
+            SyncError: _error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        state=State({"hub": hub, "token_secret": token_secret}),
+        request_max_body_size=max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="EdgeCare hub",
+            version=__version__,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+        ),
+        logging_config=None,
+    )

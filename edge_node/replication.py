@@ -1,0 +1,355 @@
+"""The node's side of replication: drain the change log up, merge the hub's edits down.
+
+Acknowledgement chain (what each step means):
+
+1. An API write is answered after its SQLite COMMIT (fsync'd): the change log
+   holds the operation and stays the truth.
+2. The drainer publishes batches of operations to the hub's JetStream stream
+   through the local leaf nats-server, with a message id per batch. The hub's
+   stream runs ``sync_interval: always``, so its PubAck means the batch is on
+   the hub's disk; the operations are still *pending* here.
+3. The hub merges a batch into its SQLite store, commits, and only then acks the
+   JetStream message and advances its merged watermark for this node.
+4. The node asks the hub for that watermark; operations up to it leave the
+   pending state (``hub_acked_seq`` in node_meta). If the watermark stops
+   moving, or moves backwards (a hub restored from backup), the node sends again
+   from it: merges are idempotent, so a resend is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+import msgpack
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import Error as JetStreamError
+
+from edge_node import __version__
+from edge_node.store import Reader, Store, Tx
+from sync import subjects
+from sync.crdt import Op
+from sync.entities import BY_NAME
+from sync.errors import SyncError
+from sync.hlc import HLCTimestamp
+from sync.transport.codec import OpBatch, WireError, decode_batch, encode_batch, split_batches
+
+log = logging.getLogger(__name__)
+
+HUB_DOMAIN = "hub"
+ACKED_KEY = "hub_acked_seq"
+IDLE_CHECK_S = 5.0  # with nothing pending, still ask now and then: a restored hub may have lost ops
+TRANSIENT = (NatsError, JetStreamError, NatsTimeoutError, NoRespondersError, TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationSettings:
+    """Timings of the node's replication loops."""
+
+    heartbeat_interval_s: float = 2.0
+    confirm_interval_s: float = 0.2
+    resend_after_s: float = 5.0
+    publish_timeout_s: float = 5.0
+    batch_max_ops: int = 1000
+    batch_max_bytes: int = 256_000
+    inbound_batch: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationStatistics:
+    """Where replication stands, for /readyz, heartbeats and logs."""
+
+    connected_to_hub: bool
+    last_seq: int
+    published_seq: int
+    acked_seq: int
+    backlog_ops: int
+    oldest_pending_hlc: int | None
+    batches_sent: int
+    inbound_ops_merged: int
+    inbound_refused: dict[str, int]
+
+
+class NodeReplicator:
+    """Runs the drain, confirm, inbound and heartbeat loops of one node."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        region: str,
+        nats_url: str,
+        settings: ReplicationSettings | None = None,
+        on_merged: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.region = region
+        self.node_id = store.node_id
+        self.nats_url = nats_url
+        self.settings = settings or ReplicationSettings()
+        self._on_merged = on_merged
+        self._nc: NATS | None = None
+        self._wake = asyncio.Event()
+        self._hub_seen = asyncio.Event()
+        self.published_seq = 0
+        self.acked_seq = 0
+        self._last_progress_at = time.monotonic()
+        self._last_check = 0.0
+        self._batches_sent = 0
+        self._inbound_merged = 0
+        self._refused: dict[str, int] = {}
+        self._oldest_pending_hlc: int | None = None
+
+    def wake(self) -> None:
+        """New operations were committed: drain soon."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Connect to the local nats-server and run every loop until cancelled."""
+        stored = await self.store.read(lambda r: r.meta(ACKED_KEY))
+        self.acked_seq = self.published_seq = int(stored or 0)
+        self._nc = await nats.connect(
+            self.nats_url,
+            name=f"edgecare-node-{self.node_id}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            allow_reconnect=True,
+        )
+        log.info(
+            "replication started: node %s, region %s, %d ops already confirmed by the hub",
+            self.node_id,
+            self.region,
+            self.acked_seq,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._heartbeat_loop(), name="heartbeat")
+                tg.create_task(self._drain_loop(), name="drain")
+                tg.create_task(self._confirm_loop(), name="confirm")
+                tg.create_task(self._inbound_loop(), name="inbound")
+        finally:
+            with contextlib.suppress(*TRANSIENT):
+                await self._nc.drain()
+
+    def statistics(self) -> ReplicationStatistics:
+        last = self.store.statistics().last_seq
+        return ReplicationStatistics(
+            connected_to_hub=self._hub_seen.is_set(),
+            last_seq=last,
+            published_seq=self.published_seq,
+            acked_seq=self.acked_seq,
+            backlog_ops=max(0, last - self.acked_seq),
+            oldest_pending_hlc=self._oldest_pending_hlc if last > self.acked_seq else None,
+            batches_sent=self._batches_sent,
+            inbound_ops_merged=self._inbound_merged,
+            inbound_refused=dict(self._refused),
+        )
+
+    @property
+    def nc(self) -> NATS:
+        if self._nc is None:
+            raise SyncError("replication is not connected")
+        return self._nc
+
+    # --- heartbeat: also the node's hello, which the hub needs before it merges ------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            stats = self.statistics()
+            body = {
+                "node_id": self.node_id,
+                "region": self.region,
+                "version": __version__,
+                "last_seq": stats.last_seq,
+                "acked_seq": stats.acked_seq,
+                "backlog_ops": stats.backlog_ops,
+                "oldest_pending_hlc": stats.oldest_pending_hlc,
+                "sent_at_ms": self.store.wall_ms(),
+            }
+            try:
+                reply = await self.nc.request(
+                    subjects.heartbeat_subject(self.region, self.node_id), msgpack.packb(body), timeout=2
+                )
+                answer = msgpack.unpackb(reply.data)
+                if answer.get("ok"):
+                    if not self._hub_seen.is_set():
+                        log.info("hub reachable: node %s registered for region %s", self.node_id, self.region)
+                    self._hub_seen.set()
+                    self._wake.set()
+                else:
+                    log.warning("hub refused this node's heartbeat: %s", answer.get("error"))
+                    self._hub_seen.clear()
+            except TRANSIENT:
+                if self._hub_seen.is_set():
+                    log.warning("hub unreachable; the node keeps serving and queues its changes")
+                self._hub_seen.clear()
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+    # --- up: change log -> hub --------------------------------------------------------
+
+    async def _drain_loop(self) -> None:
+        js = self.nc.jetstream(domain=HUB_DOMAIN, timeout=self.settings.publish_timeout_s)
+        subject = subjects.ops_subject(self.region, self.node_id)
+        while True:
+            await self._hub_seen.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
+            self._wake.clear()
+            while self._hub_seen.is_set() and self.published_seq < self.store.statistics().last_seq:
+                start = self.published_seq
+                ops = await self.store.read(partial(_ops_after, start, self.settings.batch_max_ops))
+                if not ops:
+                    break
+                if start == self.acked_seq:
+                    self._oldest_pending_hlc = ops[0].hlc
+                batches = split_batches(
+                    self.region, self.node_id, ops, max_bytes=self.settings.batch_max_bytes
+                )
+                try:
+                    for batch in batches:
+                        await js.publish(
+                            subject,
+                            encode_batch(batch),
+                            headers={"Nats-Msg-Id": f"{self.node_id}:{batch.first_seq}:{batch.last_seq}"},
+                        )
+                        self.published_seq = batch.last_seq
+                        self._batches_sent += 1
+                        log.debug(
+                            "->> batch %d..%d (%d ops)", batch.first_seq, batch.last_seq, len(batch.ops)
+                        )
+                except TRANSIENT as exc:
+                    log.info("publishing to the hub failed (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    break
+
+    async def _confirm_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.confirm_interval_s)
+            idle = self.published_seq <= self.acked_seq
+            if not self._hub_seen.is_set() or (idle and time.monotonic() - self._last_check < IDLE_CHECK_S):
+                continue
+            self._last_check = time.monotonic()
+            try:
+                reply = await self.nc.request(subjects.ack_subject(self.node_id), b"", timeout=2)
+            except TRANSIENT:
+                continue
+            answer = msgpack.unpackb(reply.data)
+            merged = answer.get("merged_seq")
+            if not isinstance(merged, int):
+                log.warning("hub could not confirm: %s", answer.get("error"))
+                continue
+            await self._confirmed(merged)
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._last_progress_at > self.settings.resend_after_s
+
+    async def _confirmed(self, merged: int) -> None:
+        if merged < self.acked_seq:
+            log.warning(
+                "hub reports %d ops merged from this node, fewer than the %d it confirmed before; "
+                "sending again from %d",
+                merged,
+                self.acked_seq,
+                merged,
+            )
+        if merged != self.acked_seq:
+            await self.store.write(lambda tx: tx.set_meta(ACKED_KEY, str(merged)), actor="replication")
+            self.acked_seq = merged
+            self._last_progress_at = time.monotonic()
+            self._oldest_pending_hlc = None
+        if merged < self.published_seq and self._stale():
+            log.info("hub has merged up to %d of %d sent; sending again", merged, self.published_seq)
+            self.published_seq = merged
+            self._last_progress_at = time.monotonic()
+            self._wake.set()
+        elif merged > self.published_seq:
+            self.published_seq = merged
+
+    # --- down: the hub's edits for this region ----------------------------------------
+
+    async def _inbound_loop(self) -> None:
+        durable = f"down-{self.node_id}"
+        while True:
+            await self._hub_seen.wait()
+            try:
+                js = self.nc.jetstream(domain=HUB_DOMAIN, timeout=5)
+                sub = await js.pull_subscribe(
+                    subjects.down_subject(self.region), durable=durable, stream=subjects.HUB_DOWN_STREAM
+                )
+                while True:
+                    try:
+                        msgs = await sub.fetch(self.settings.inbound_batch, timeout=1)
+                    except NatsTimeoutError:
+                        continue
+                    await self._merge_inbound(msgs)
+            except TRANSIENT as exc:
+                log.debug("inbound consumer not available (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def _merge_inbound(self, msgs: list[Msg]) -> None:
+        batches: list[OpBatch] = []
+        for msg in msgs:
+            try:
+                batch = decode_batch(msg.data)
+            except WireError as exc:
+                self._refuse("malformed", f"undecodable batch from the hub: {exc}")
+                await msg.term()
+                continue
+            if batch.region != self.region:
+                self._refuse("wrong_region", f"batch for region {batch.region!r} refused by {self.region!r}")
+                await msg.term()
+                continue
+            batches.append(batch)
+
+        def merge(tx: Tx) -> list[str]:
+            touched: list[str] = []
+            for batch in batches:
+                for op in batch.ops:
+                    entity = BY_NAME.get(op.entity)
+                    if entity is None:
+                        self._refuse("unknown_entity", f"op for unknown entity {op.entity!r}")
+                        continue
+                    tx.merge(entity, op)
+                    if op.entity == "ticket":
+                        touched.append(op.record_id)
+            return touched
+
+        touched = await self.store.write(merge, actor="hub")
+        self._inbound_merged += sum(len(b.ops) for b in batches)
+        for msg in msgs:
+            with contextlib.suppress(*TRANSIENT):
+                await msg.ack()
+        if batches:
+            log.info(
+                "merged %d ops from the hub (%s)",
+                sum(len(b.ops) for b in batches),
+                ", ".join(f"{b.node_id}:{b.first_seq}-{b.last_seq}" for b in batches),
+            )
+        if touched and self._on_merged is not None:
+            await self._on_merged(touched)
+
+    def _refuse(self, reason: str, message: str) -> None:
+        self._refused[reason] = self._refused.get(reason, 0) + 1
+        log.warning("refused: %s", message)
+
+
+def _ops_after(seq: int, limit: int, reader: Reader) -> list[Op]:
+    return reader.crdt_ops(after_seq=seq, limit=limit)
+
+
+def hlc_age_s(hlc: int | None, now_ms: int) -> float | None:
+    """Seconds between an HLC timestamp's wall time and now."""
+    if hlc is None:
+        return None
+    return max(0.0, (now_ms - HLCTimestamp.decode(hlc).wall_ms) / 1000)
