@@ -30,7 +30,7 @@ from sync.hlc import HLCTimestamp
 NODE = "node-a"
 WALL_MS = 1_772_442_000_000  # 2026-03-02T09:00:00Z
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-MIGRATION = "0001_entities_changelog_idempotency"
+MIGRATIONS = ("0001_entities_changelog_idempotency", "0002_replica_metadata")
 
 
 class BoomError(Exception):
@@ -84,15 +84,16 @@ async def all_operations(store: Store) -> list[Operation]:
 def test_migrations_run_once_and_are_recorded(db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="edge_node.store")
     open_store(db_path).close()
-    assert [r.getMessage() for r in caplog.records] == [f"schema migration applied: {MIGRATION}"]
+    assert [r.getMessage() for r in caplog.records] == [f"schema migration applied: {m}" for m in MIGRATIONS]
     caplog.clear()
     open_store(db_path).close()
     assert caplog.records == []
-    assert query(db_path, "SELECT migration_set, name FROM _sqlite_migrations") == [
-        ("edgecare-node", MIGRATION)
+    assert query(db_path, "SELECT migration_set, name FROM _sqlite_migrations ORDER BY id") == [
+        ("edgecare-node", m) for m in MIGRATIONS
     ]
     tables = {name for (name,) in query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"tickets", "ticket_comments", "customers", "departments", "changelog", "node_meta"} <= tables
+    assert {"field_versions", "set_states", "replication_progress", "replication_seen"} <= tables
 
 
 def test_migrate_on_a_migrated_database_has_nothing_to_do(db_path: Path) -> None:

@@ -138,6 +138,8 @@ class AgentStatus:
     Attributes:
         state: The derived state (see the module comment).
         presence: What the agent returns to when its work ends: offline, available or break.
+        contacts: Contacts held, offered or connected, in the order they were offered.
+        connected: Those of `contacts` the agent has accepted.
         routable: Channels on which the agent could be offered a contact right now.
     """
 
@@ -149,6 +151,7 @@ class AgentStatus:
     contacts_handled: int
     load: Mapping[Channel, int]
     contacts: tuple[str, ...]
+    connected: tuple[str, ...]
     routable: frozenset[Channel]
 
 
@@ -181,6 +184,7 @@ class AgentRecord:
     version: int = 0  # bumped by the index whenever the agent's routing keys may change
     indexed: frozenset[Channel] = frozenset()  # channels on whose pools the agent is listed
     staffed: bool = False  # whether the index counts the agent's slots as staffed
+    filed_as: tuple[object, ...] = ()  # what the index last filed: routable channels and heap keys
 
     @property
     def agent_id(self) -> str:
@@ -214,5 +218,6 @@ class AgentRecord:
             contacts_handled=self.handled,
             load=MappingProxyType({ch: self.load.get(ch, 0) for ch in self.profile.capacity}),
             contacts=tuple(self.holdings),
+            connected=tuple(c for c, h in self.holdings.items() if h.connected_at is not None),
             routable=frozenset(ch for ch in self.profile.capacity if self.routable(ch)),
         )

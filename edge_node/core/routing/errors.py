@@ -6,6 +6,12 @@ expect (a full queue, a diverted contact) are decisions, not errors; errors
 mean the caller asked for something the engine's state or configuration forbids.
 """
 
+# Theory of operation
+# -------------------
+# One base, `RoutingError` (an `EdgeNodeError`), so adapters can map every
+# routing refusal in one table; subclasses name the broken rule. Engine calls
+# check before they change anything, so an error leaves the engine as it was.
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -8,6 +8,13 @@ to reserved) are returned by the next call that returns events. All instants
 are the engine's `now` (or the deadline that fired), in the caller's seconds.
 """
 
+# Theory of operation
+# -------------------
+# Decisions and events are frozen, past-tense facts carrying plain values, so
+# adapters can log them, publish them (a queue_log-like journal) or replay them
+# in tests without touching the engine. `Decision` and `RoutingEvent` are
+# tagged unions for `match`.
+
 from __future__ import annotations
 
 from dataclasses import dataclass

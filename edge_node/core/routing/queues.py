@@ -21,7 +21,11 @@
 # a sorted list of order keys (position = bisect), the entries by contact id,
 # and *partitions* by (channel, language, step). Everyone in a partition is
 # eligible for exactly the same agents, so the partition head is the only one
-# an agent can want from it: a freed agent looks at a handful of heads per queue.
+# an agent can want from it: a freed agent looks up one head per channel,
+# language and step it qualifies for, in each queue of its skills. Contacts on
+# a step that waives the skill are also filed across all queues in an
+# `OpenIndex` by (channel, language), so agents without the skill find them
+# without visiting every queue.
 
 from __future__ import annotations
 
@@ -31,7 +35,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from edge_node.core.routing.contacts import Channel, Contact, OrderKey, check_level, check_seconds
+from edge_node.core.routing.contacts import (
+    MAX_LEVEL,
+    MIN_LEVEL,
+    Channel,
+    Contact,
+    OrderKey,
+    check_level,
+    check_seconds,
+)
 from edge_node.core.routing.errors import RoutingConfigError
 
 
@@ -76,7 +88,7 @@ class QueueConfig:
         service_level_s: Answer-time threshold of the service level (Asterisk `servicelevel`).
         inquiry_bands: Inquiry type -> band; raises (never lowers) the band of matching contacts.
         divert_on_entry: Overflow (or offer a callback) on arrival when the expected wait already
-            exceeds `max_wait_s`.
+            exceeds `max_wait_s`, or when no staffed agent qualifies at all.
     """
 
     queue_id: str
@@ -100,14 +112,20 @@ class QueueConfig:
             raise RoutingConfigError("strategy", self.strategy, f"must be one of {', '.join(Strategy)}")
         ladder = [RelaxationStep(0.0, check_level("min_level", self.min_level))]
         for i, step in enumerate(self.steps):
+            if not isinstance(step, RelaxationStep):
+                raise RoutingConfigError(f"steps[{i}]", step, "must be a RelaxationStep(after_s, min_level)")
             after_s = check_seconds(f"steps[{i}].after_s", step.after_s, positive=True)
             before = ladder[-1]
             if after_s <= before.after_s:
                 raise RoutingConfigError(f"steps[{i}].after_s", step.after_s, "must exceed the step before")
             if step.min_level is not None:
                 check_level(f"steps[{i}].min_level", step.min_level)
-            if before.min_level is None or (step.min_level is not None and step.min_level >= before.min_level):
-                raise RoutingConfigError(f"steps[{i}].min_level", step.min_level, "must loosen the step before")
+            if before.min_level is None or (
+                step.min_level is not None and step.min_level >= before.min_level
+            ):
+                raise RoutingConfigError(
+                    f"steps[{i}].min_level", step.min_level, "must loosen the step before"
+                )
             ladder.append(RelaxationStep(after_s, step.min_level))
         object.__setattr__(self, "ladder", tuple(ladder))
         self._check_limits()
@@ -121,7 +139,9 @@ class QueueConfig:
         if self.max_wait_s is not None:
             check_seconds("max_wait_s", self.max_wait_s, positive=True)
         elif self.overflow_to is not None or self.divert_on_entry:
-            raise RoutingConfigError("max_wait_s", None, "overflow_to and divert_on_entry need a maximum wait")
+            raise RoutingConfigError(
+                "max_wait_s", None, "overflow_to and divert_on_entry need a maximum wait"
+            )
         if self.overflow_to == self.queue_id:
             raise RoutingConfigError("overflow_to", self.overflow_to, "a queue cannot overflow into itself")
         if self.max_length is not None and (type(self.max_length) is not int or self.max_length < 0):
@@ -139,6 +159,8 @@ class QueueConfig:
 
 PartitionKey = tuple[Channel, str | None, int]
 """(channel, language, step): contacts eligible for exactly the same agents."""
+OpenKey = tuple[Channel, str | None]
+"""(channel, language) of a contact on a step that waives the skill."""
 
 
 @dataclass(slots=True, eq=False)
@@ -156,17 +178,74 @@ class Entry:
         return (self.contact.channel, self.contact.language, self.step)
 
 
+@dataclass(frozen=True, slots=True)
+class WaitingContact:
+    """A snapshot of one waiting contact: where it stands and which ladder step is in force."""
+
+    contact: Contact
+    queue_id: str
+    position: int
+    enqueued_at: float
+    step: int
+    min_level: int | None
+
+
+class OpenIndex:
+    """Entries on a skill-waiving step in any queue, by (channel, language), each list in line order.
+
+    Such contacts are eligible for any agent speaking their language, whatever its skills, so a
+    freed agent finds the first of them with one lookup per channel and language it has.
+    """
+
+    __slots__ = ("_entries", "_keys")
+
+    def __init__(self) -> None:
+        self._keys: dict[OpenKey, list[OrderKey]] = {}
+        self._entries: dict[OrderKey, Entry] = {}
+
+    def add(self, entry: Entry) -> None:
+        insort(self._keys.setdefault((entry.contact.channel, entry.contact.language), []), entry.key)
+        self._entries[entry.key] = entry
+
+    def remove(self, entry: Entry) -> None:
+        group = (entry.contact.channel, entry.contact.language)
+        keys = self._keys[group]
+        del keys[bisect_left(keys, entry.key)]
+        if not keys:
+            del self._keys[group]
+        del self._entries[entry.key]
+
+    def head(self, channel: Channel, language: str | None) -> Entry | None:
+        keys = self._keys.get((channel, language))
+        return self._entries[keys[0]] if keys else None
+
+
 class WaitingLine:
     """The contacts waiting in one queue, ordered by the ordering rule."""
 
-    __slots__ = ("config", "entries", "open_count", "partitions", "rotation_after", "_by_key", "_order")
+    __slots__ = (
+        "_by_key",
+        "_open",
+        "_order",
+        "_steps_for",
+        "config",
+        "entries",
+        "partitions",
+        "rotation_after",
+    )
 
-    def __init__(self, config: QueueConfig) -> None:
+    def __init__(self, config: QueueConfig, open_index: OpenIndex) -> None:
+        """Create an empty line; entries on a skill-waiving step are also filed in `open_index`."""
         self.config = config
         self.entries: dict[str, Entry] = {}
         self.partitions: dict[PartitionKey, list[OrderKey]] = {}
-        self.open_count = 0  # entries at a step that waives the skill
         self.rotation_after = -1  # seq of the agent this queue served last (round robin)
+        self._open = open_index
+        levels = [step.min_level for step in config.ladder]
+        self._steps_for = {
+            level: tuple(i for i, need in enumerate(levels) if need is not None and need <= level)
+            for level in range(MIN_LEVEL, MAX_LEVEL + 1)
+        }
         self._by_key: dict[OrderKey, Entry] = {}
         self._order: list[OrderKey] = []
 
@@ -194,19 +273,29 @@ class WaitingLine:
         entry.step = step
         self._file(entry)
 
-    def position(self, entry: Entry) -> int:
-        """1-based place of `entry` among everyone waiting here."""
-        return bisect_left(self._order, entry.key) + 1
+    def steps_for(self, level: int) -> tuple[int, ...]:
+        """Ladder steps, other than skill-waiving ones, at which an agent of `level` qualifies."""
+        return self._steps_for.get(level, ())
 
-    def heads(self) -> Iterator[tuple[PartitionKey, Entry]]:
-        """The first entry of every partition."""
-        for part, keys in self.partitions.items():
-            yield part, self._by_key[keys[0]]
+    def head_key(self, part: PartitionKey) -> OrderKey | None:
+        keys = self.partitions.get(part)
+        return keys[0] if keys else None
+
+    def entry(self, key: OrderKey) -> Entry:
+        return self._by_key[key]
+
+    def position(self, key: OrderKey) -> int:
+        """1-based place of the entry with `key` among everyone waiting here (or that it would take)."""
+        return bisect_left(self._order, key) + 1
+
+    def in_order(self) -> Iterator[Entry]:
+        """Everyone waiting, first in line first."""
+        return (self._by_key[key] for key in self._order)
 
     def _file(self, entry: Entry) -> None:
         insort(self.partitions.setdefault(entry.partition, []), entry.key)
         if self.level_of(entry.step) is None:
-            self.open_count += 1
+            self._open.add(entry)
 
     def _unfile(self, entry: Entry) -> None:
         part = entry.partition
@@ -215,4 +304,4 @@ class WaitingLine:
         if not keys:
             del self.partitions[part]
         if self.level_of(entry.step) is None:
-            self.open_count -= 1
+            self._open.remove(entry)
