@@ -67,7 +67,9 @@ class HubBus:
                 tg.create_task(self._down_loop(), name="down")
         finally:
             with contextlib.suppress(*TRANSIENT):
-                await self._nc.drain()
+                # close, not drain: drain() waits up to 30 s on pull subscriptions, and
+                # unacked messages are redelivered anyway
+                await self._nc.close()
 
     @property
     def nc(self) -> NATS:

@@ -139,7 +139,9 @@ class NodeReplicator:
                 tg.create_task(self._inbound_loop(), name="inbound")
         finally:
             with contextlib.suppress(*TRANSIENT):
-                await self._nc.drain()
+                # close, not drain: drain() waits up to 30 s on pull subscriptions, and
+                # unacked messages are redelivered anyway
+                await self._nc.close()
 
     def statistics(self) -> ReplicationStatistics:
         last = self.store.statistics().last_seq
