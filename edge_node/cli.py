@@ -15,6 +15,7 @@ import uvloop
 from cloud_hub.config import HubConfig
 from cloud_hub.errors import HubError
 from edge_node import __version__
+from edge_node.cli_routing import routing_app, staffing_app
 from edge_node.config import ConfigError, NodeConfig, load_config, parse_hostport
 from edge_node.errors import EdgeNodeError
 from security.errors import SecurityError
@@ -33,6 +34,8 @@ node_app = typer.Typer(help="Run and manage a regional node.", no_args_is_help=T
 app.add_typer(node_app, name="node")
 hub_app = typer.Typer(help="Run and manage the central hub.", no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
+app.add_typer(routing_app, name="routing")
+app.add_typer(staffing_app, name="staffing")
 
 log = logging.getLogger("edgecare")
 
@@ -91,6 +94,13 @@ def node_run(
             help="HOST:PORT of the node's own nats-server; port 0 picks one. [default: 127.0.0.1:0]"
         ),
     ] = None,
+    grpc: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT for the CallControl gRPC service the switch uses; port 0 picks one. "
+            "[default: off, or [routing] in the config]"
+        ),
+    ] = None,
 ) -> None:
     """Start a regional node: the ticket API over HTTP, SQLite in the data directory.
 
@@ -111,13 +121,23 @@ def node_run(
             overrides["sync.nats_host"], overrides["sync.nats_port"] = host, port
         if hub is not None:
             overrides["sync.hub"] = hub
+        if grpc is not None:
+            host, port = parse_hostport(grpc, source="--grpc")
+            overrides["routing.grpc_host"], overrides["routing.grpc_port"] = host, port
+            overrides["routing.grpc_enabled"] = True
         cfg = load_config(config_file=config, data_dir=data_dir, overrides=overrides)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     _configure_logging(cfg.log_level)
     from edge_node.app import serve  # after logging: importing the app pulls in litestar
 
-    _run_service(lambda: serve(cfg, on_ready=lambda url: _announce(cfg, url)))
+    _run_service(
+        lambda: serve(
+            cfg,
+            on_ready=lambda url: _announce(cfg, url),
+            on_grpc_ready=lambda address: typer.echo(f"  grpc: {address}"),  # before the ready line
+        )
+    )
 
 
 def _run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
