@@ -1,4 +1,4 @@
-"""Composition root: configuration -> store -> service -> HTTP server and SLA timer."""
+"""Composition root: configuration -> store -> service -> HTTP server, SLA timer and call control."""
 
 from __future__ import annotations
 
@@ -16,14 +16,19 @@ import holidays
 import uvicorn
 
 from edge_node import __version__
-from edge_node.config import NodeConfig
+from edge_node.calls import CallRecorder
+from edge_node.config import CallRoutingConfig, ConfigError, NodeConfig
 from edge_node.core.calendar import BusinessCalendar, parse_hours
 from edge_node.core.dispatch import DEFAULT_RULES, DispatchRule, DispatchRules
+from edge_node.core.ivr import Flow, FlowError, load_flow
+from edge_node.core.routing import RoutingEngine
 from edge_node.core.sla import PriorityTargets, SLAPolicy
 from edge_node.core.tickets import TicketSettings
 from edge_node.errors import EdgeNodeError
 from edge_node.http import create_app
 from edge_node.replication import NodeReplicator, ReplicationSettings
+from edge_node.roster import Roster, load_roster
+from edge_node.rpc import CallControlServer, serve_grpc
 from edge_node.service import NodeService
 from edge_node.store import Store
 from security.tokens import load_or_create_secret
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 
 HOLIDAY_YEARS_BACK, HOLIDAY_YEARS_AHEAD = 1, 5
 MAX_TIMER_SLEEP_S = 60.0  # re-check at least this often, in case the wall clock jumps
+RECORDS_FLUSH_TIMEOUT_S = 10.0  # on shutdown, how long the last call records may take to commit
 
 
 class RegionMismatchError(EdgeNodeError):
@@ -176,8 +182,59 @@ async def run_sla_timer(service: NodeService, wake: asyncio.Event) -> None:
         await service.fire_due_sla()
 
 
-async def serve(config: NodeConfig, *, on_ready: Callable[[str], None]) -> None:
-    """Run one node until SIGINT or SIGTERM."""
+def load_routing(config: CallRoutingConfig) -> tuple[Roster, dict[str, Flow]]:
+    """The roster (empty without one) and the IVR flows, each flow checked against its queues."""
+    roster = Roster((), ()) if config.roster is None else load_roster(config.roster)
+    queues = [q.queue_id for q in roster.queues]
+    flows = {}
+    for name, path in config.ivr_flows.items():
+        source = f"routing.ivr_flows.{name} ({path})"
+        try:
+            flows[name] = load_flow(path.read_text(encoding="utf-8"), known_queues=queues)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, f"cannot read the file: {exc}") from None
+        except FlowError as exc:
+            raise ConfigError(source, str(exc)) from None
+    return roster, flows
+
+
+async def start_call_control(
+    config: CallRoutingConfig, store: Store
+) -> tuple[CallControlServer, CallRecorder, str]:
+    """The routing engine from the roster, the call recorder and the gRPC server; and its address."""
+    roster, flows = load_routing(config)
+    recorder = CallRecorder(store)
+    server, port = await serve_grpc(
+        RoutingEngine(roster.queues),
+        recorder,
+        config.grpc_host,
+        config.grpc_port,
+        agents=roster.agents,
+        flows=flows,
+    )
+    log.info(
+        "call control: %d agents, %d queues, %d ivr flows",
+        len(roster.agents),
+        len(roster.queues),
+        len(flows),
+    )
+    host = f"[{config.grpc_host}]" if ":" in config.grpc_host else config.grpc_host
+    return server, recorder, f"{host}:{port}"
+
+
+async def serve(
+    config: NodeConfig,
+    *,
+    on_ready: Callable[[str], None],
+    on_grpc_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run one node until SIGINT or SIGTERM.
+
+    Args:
+        config: The validated configuration.
+        on_ready: Called with the HTTP URL once the node serves.
+        on_grpc_ready: Called with the gRPC HOST:PORT just before `on_ready`, if gRPC is enabled.
+    """
     node_id, secret = prepare_data_dir(config)
     store = Store(
         config.db_path,
@@ -197,6 +254,7 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None]) -> None:
             server_name=node_id,
         )
     )
+    call_control: CallControlServer | None = None
     try:
         await nats_server.start()
         settings = build_settings(config, datetime.now(UTC).date())
@@ -229,6 +287,10 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None]) -> None:
                 timeout_graceful_shutdown=10,
             )
         )
+        recorder: CallRecorder | None = None
+        grpc_address = ""
+        if config.routing.grpc_enabled:
+            call_control, recorder, grpc_address = await start_call_control(config.routing, store)
         sock = bind(config.http.host, config.http.port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -239,6 +301,10 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None]) -> None:
             replication = tg.create_task(replicator.run(), name="replication")
             serving = tg.create_task(server.serve(sockets=[sock]), name="http")
             ready = tg.create_task(server.ready.wait(), name="http-ready")
+            routing: list[asyncio.Task[None]] = []
+            if call_control is not None and recorder is not None:
+                routing.append(tg.create_task(recorder.run(), name="call-records"))
+                routing.append(tg.create_task(call_control.run_timer(), name="routing-timer"))
             await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
             if ready.done():
                 host, port = sock.getsockname()[:2]
@@ -257,13 +323,22 @@ async def serve(config: NodeConfig, *, on_ready: Callable[[str], None]) -> None:
                     config.data_dir,
                     config.storage.synchronous,
                 )
+                if call_control is not None and on_grpc_ready is not None:
+                    on_grpc_ready(grpc_address)
                 on_ready(url)
             else:
                 ready.cancel()
             await serving
-            for task in (timer, supervisor, replication):
+            if call_control is not None and recorder is not None:
+                await call_control.stop()
+                call_control = None
+                async with asyncio.timeout(RECORDS_FLUSH_TIMEOUT_S):
+                    await recorder.wait_flushed()  # the last call records reach the store
+            for task in (timer, supervisor, replication, *routing):
                 task.cancel()
     finally:
+        if call_control is not None:
+            await call_control.stop()
         await nats_server.stop()
         store.close()
         log.info("node %s stopped; store closed", node_id)

@@ -98,6 +98,17 @@ class SyncConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     heartbeat_interval_s: float = 2.0
 
 
+class CallRoutingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # Agents and queues (deploy/roster.example.toml); none: no agents, no queues.
+    roster: Path | None = None
+    # IVR flows by name, e.g. hotline = "deploy/ivr.example.toml"; the switch names one in OfferContact.
+    ivr_flows: dict[str, Path] = msgspec.field(default_factory=dict)
+    # The CallControl gRPC service for the switch (--grpc HOST:PORT turns it on); port 0 picks one.
+    grpc_enabled: bool = False
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+
+
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     region: str = "eu-de"
     data_dir: Path = DEFAULT_DATA_DIR
@@ -107,6 +118,7 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     calendar: CalendarConfig = msgspec.field(default_factory=CalendarConfig)
     tickets: TicketsConfig = msgspec.field(default_factory=TicketsConfig)
     sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
+    routing: CallRoutingConfig = msgspec.field(default_factory=CallRoutingConfig)
 
     @property
     def db_path(self) -> Path:
@@ -223,6 +235,8 @@ def _check(config: NodeConfig, source: str) -> None:
         raise ConfigError(source, f"http.port must be 0-65535, got {config.http.port}")
     if config.http.max_body_bytes < 1024:
         raise ConfigError(source, "http.max_body_bytes must be at least 1024")
+    if not 0 <= config.routing.grpc_port <= 65535:
+        raise ConfigError(source, f"routing.grpc_port must be 0-65535, got {config.routing.grpc_port}")
     if not 1 <= config.storage.max_batch <= 10_000:
         raise ConfigError(source, "storage.max_batch must be between 1 and 10000")
     tickets = config.tickets

@@ -25,7 +25,7 @@ from litestar.openapi.spec import Components, Operation, SecurityScheme
 from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
-from edge_node import __version__
+from edge_node import __version__, http_calls
 from edge_node.core.tickets import (
     AlreadyEscalatedError,
     InvalidTransitionError,
@@ -477,6 +477,7 @@ ROUTES: list[ControllerRouterHandler] = [
     list_departments,
     digests,
     replication_status,
+    *http_calls.ROUTES,
 ]
 
 

@@ -37,7 +37,7 @@ from sqlite_utils.migrations import Migrations
 from edge_node.errors import EdgeNodeError
 from sync.adapters.replica import REPLICA_TABLES, MergeOutcome, merge_op, record_local
 from sync.crdt import Op, Version
-from sync.entities import ENTITIES
+from sync.entities import CALL_RECORD, ENTITIES
 from sync.entity import Entity, Value, encode_fields, from_storage, sqlite_columns, to_storage
 from sync.hlc import HLCTimestamp, HybridLogicalClock
 from sync.transport.codec import decode_changes, encode_changes
@@ -146,6 +146,22 @@ def _m0002(db: sqlite_utils.Database) -> None:
         db.execute(statement)
     # The CRDT form of each operation (versions, set deltas), what replication ships.
     db.execute("ALTER TABLE changelog ADD COLUMN changes BLOB")
+
+
+@MIGRATIONS(name="0003_call_records")
+def _m0003(db: sqlite_utils.Database) -> None:
+    # 0001 creates the table of every entity declared when a database is new, so a database
+    # created by this release has call_records already; this brings older databases up to date.
+    _create_entity_table(db, CALL_RECORD)
+
+
+def _create_entity_table(db: sqlite_utils.Database, entity: Entity) -> None:
+    """The table and indexes derived from a declaration, as 0001 creates them; a no-op if present."""
+    table = db.table(entity.table)
+    table.create(sqlite_columns(entity), pk="id", if_not_exists=True)
+    for f in entity.fields:
+        if f.indexed:
+            table.create_index([f.name], if_not_exists=True)
 
 
 def migrate(conn: sqlite3.Connection, migrations: Migrations = MIGRATIONS) -> list[str]:

@@ -200,5 +200,58 @@ DEPARTMENT = Entity(
     ),
 )
 
-ENTITIES: tuple[Entity, ...] = (TICKET, COMMENT, CUSTOMER, DEPARTMENT)
+CALL_OUTCOMES = ("answered", "abandoned", "overflowed", "callback", "refused", "self_service")
+CALL_PARTIES = ("caller", "agent")
+
+CALL_RECORD = Entity(
+    name="call_record",
+    table="call_records",
+    description=(
+        "A call detail record: one contact's way through the node, from arrival to the end of the "
+        "agent's wrap-up. Written by routing only; instants are UTC, durations seconds."
+    ),
+    fields=(
+        _server("id", Kind.ID, required=True, description="the switch's contact id"),
+        _server("channel", Kind.ENUM, choices=CHANNELS),
+        _server("queue_id", Kind.TEXT, max_length=64, indexed=True, description="the queue it was in last"),
+        _server("agent_id", Kind.TEXT, max_length=64, indexed=True, description="the agent offered it last"),
+        _server("arrived_at", Kind.INSTANT, indexed=True, description="reached the node (IVR or queue)"),
+        _server("offered_at", Kind.INSTANT, description="offered to (rung at) the agent"),
+        _server("answered_at", Kind.INSTANT),
+        _server(
+            "ended_at", Kind.INSTANT, indexed=True, description="left the node: hung up, refused, diverted"
+        ),
+        _server(
+            "outcome",
+            Kind.ENUM,
+            choices=CALL_OUTCOMES,
+            indexed=True,
+            description="the latest fate; none while the contact waits for the first one",
+        ),
+        _server("wait_s", Kind.FLOAT, minimum=0, description="arrival to answer, or to leaving unanswered"),
+        _server("talk_s", Kind.FLOAT, minimum=0, description="answer to end"),
+        _server("wrap_up_s", Kind.FLOAT, minimum=0, description="end to the agent leaving wrap-up"),
+        _server("caller_country", Kind.TEXT, max_length=2, description="ISO 3166 region of the number"),
+        _server("inquiry_type", Kind.TEXT, max_length=64),
+        _server(
+            "entry_position",
+            Kind.INT,
+            minimum=1,
+            description="place in line on entering the queue (1 = next); queue_log origposition",
+        ),
+        _server("exit_position", Kind.INT, minimum=1, description="place in line on leaving unanswered"),
+        _server("overflowed_from", Kind.TEXT, max_length=64, description="the first queue, if it overflowed"),
+        _server("overflowed_at", Kind.INSTANT, description="when it left the first queue"),
+        _server("ended_by", Kind.ENUM, choices=CALL_PARTIES, description="who hung up a connected call"),
+        _server(
+            "transferred_to",
+            Kind.TEXT,
+            PERSONAL,
+            max_length=128,
+            description="where the agent transferred the call (may be an outside number)",
+        ),
+    ),
+)
+
+ENTITIES: tuple[Entity, ...] = (TICKET, COMMENT, CUSTOMER, DEPARTMENT, CALL_RECORD)
 BY_NAME = {e.name: e for e in ENTITIES}

@@ -28,3 +28,12 @@ def test_container_file_copies_every_package() -> None:
     text = (ROOT / "deploy" / "Containerfile.node").read_text(encoding="utf-8")
     for package in ("edge_node", "cloud_hub", "sync", "security", "proto"):
         assert f"COPY {package} ./{package}" in text
+
+
+def test_example_ivr_flow_transfers_only_to_queues_of_the_example_roster() -> None:
+    from edge_node.core.ivr import load_flow
+    from edge_node.roster import load_roster
+
+    roster = load_roster(ROOT / "deploy" / "roster.example.toml")
+    text = (ROOT / "deploy" / "ivr.example.toml").read_text(encoding="utf-8")
+    load_flow(text, known_queues=frozenset(q.queue_id for q in roster.queues))

@@ -40,7 +40,7 @@ from edge_node.errors import EdgeNodeError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "deploy" / "ivr.example.toml").read_text(encoding="utf-8")
-QUEUES = frozenset({"sales", "tech_support", "billing", "general"})
+QUEUES = frozenset({"sales", "tech", "billing", "general"})
 CUSTOMER = {"balance": "58.20", "currency": "元", "due_date": "6月30日"}
 
 MAIN_ZH = "话费余额查询请按1，套餐变更请按2，故障报修请按3，人工服务请按0。"
@@ -444,8 +444,8 @@ def test_walk_in_english_hears_the_balance_in_english(example: Flow) -> None:
 @pytest.mark.parametrize(
     ("digit", "queue", "inquiry", "band"),
     [
-        ("2", "sales", "plan_change", "normal"),
-        ("3", "tech_support", "fault_report", "high"),
+        ("2", "general", "plan_change", "normal"),
+        ("3", "tech", "fault_report", "high"),
         ("0", "general", "general", "normal"),
     ],
 )

@@ -23,14 +23,14 @@ from edge_node.store import (
     Tx,
     migrate,
 )
-from sync.entities import DEPARTMENT, TICKET
+from sync.entities import CALL_RECORD, DEPARTMENT, TICKET
 from sync.entity import Value, encode_fields
 from sync.hlc import HLCTimestamp
 
 NODE = "node-a"
 WALL_MS = 1_772_442_000_000  # 2026-03-02T09:00:00Z
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-MIGRATIONS = ("0001_entities_changelog_idempotency", "0002_replica_metadata")
+MIGRATIONS = ("0001_entities_changelog_idempotency", "0002_replica_metadata", "0003_call_records")
 
 
 class BoomError(Exception):
@@ -103,6 +103,20 @@ def test_migrate_on_a_migrated_database_has_nothing_to_do(db_path: Path) -> None
         assert migrate(conn) == []
     finally:
         conn.close()
+
+
+def test_0003_adds_call_records_to_a_database_created_before_it(db_path: Path) -> None:
+    open_store(db_path).close()
+    conn = sqlite3.connect(db_path)
+    with conn:  # the state a database created by 0001 of the previous release is in
+        conn.execute("DROP TABLE call_records")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0003_call_records'")
+    conn.close()
+    open_store(db_path).close()
+    columns = [name for (_, name, *_) in query(db_path, "PRAGMA table_info(call_records)")]
+    assert columns == [f.name for f in CALL_RECORD.fields]
+    indexes = {name for (_, name, *_) in query(db_path, "PRAGMA index_list(call_records)")}
+    assert {f"idx_call_records_{f.name}" for f in CALL_RECORD.fields if f.indexed} <= indexes
 
 
 def test_a_database_from_a_newer_program_is_refused(db_path: Path) -> None:
