@@ -62,6 +62,7 @@ def record_local(
 ) -> dict[str, FieldChange]:
     """Note the versions of a local write's fields; return its CRDT field changes."""
     changes: dict[str, FieldChange] = {}
+    registers: list[str] = []
     for name, value in values.items():
         f = entity.field(name)
         if f.merge is MergeKind.SET:
@@ -71,8 +72,9 @@ def record_local(
             save_set(conn, entity.name, record_id, name, before.apply(delta))
             changes[name] = FieldChange(MergeKind.SET, delta=delta)
         else:
-            _set_version(conn, entity.name, record_id, name, version)
+            registers.append(name)
             changes[name] = FieldChange(MergeKind.REGISTER, register=Register(to_storage(f, value), version))
+    _set_versions(conn, entity.name, record_id, {name: version for name in registers})
     return changes
 
 
@@ -81,6 +83,10 @@ def merge_op(conn: sqlite3.Connection, entity: Entity, op: Op) -> MergeOutcome:
     duplicate = not _note_seq(conn, op.origin, op.seq, op.hlc)
     applied = stale = unknown = 0
     columns: dict[str, StorageValue] = {}
+    # One read of every field version of the record, one batched write back:
+    # a per-field SELECT and upsert made merging ten times slower than a raw upsert.
+    versions = _versions(conn, entity.name, op.record_id)
+    newer: dict[str, Version] = {}
     for name, change in op.changes.items():
         if not entity.has(name):
             unknown += 1
@@ -98,15 +104,15 @@ def merge_op(conn: sqlite3.Connection, entity: Entity, op: Op) -> MergeOutcome:
             else:
                 stale += 1
         elif change.kind is MergeKind.REGISTER and change.register is not None:
-            current = _version(conn, entity.name, op.record_id, name)
-            if change.register.version > current:
-                _set_version(conn, entity.name, op.record_id, name, change.register.version)
+            if change.register.version > versions.get(name, _NO_VERSION):
+                newer[name] = change.register.version
                 columns[name] = _column_value(f.kind, change.register.value)
                 applied += 1
             else:
                 stale += 1
         elif change.kind is MergeKind.COUNTER and change.counter is not None:
             unknown += 1  # no declared entity uses counters yet; refuse rather than guess
+    _set_versions(conn, entity.name, op.record_id, newer)
     if columns:
         conn.execute(f"INSERT OR IGNORE INTO {entity.table} (id) VALUES (?)", (op.record_id,))  # noqa: S608 - declared name
         assignments = ", ".join(f"{c} = ?" for c in columns)
@@ -171,20 +177,23 @@ def _note_seq(conn: sqlite3.Connection, origin: str, seq: int, hlc: int) -> bool
     return True
 
 
-def _version(conn: sqlite3.Connection, entity: str, record_id: str, field: str) -> Version:
-    row = conn.execute(
-        "SELECT hlc, node FROM field_versions WHERE entity = ? AND record_id = ? AND field = ?",
-        (entity, record_id, field),
-    ).fetchone()
-    return _NO_VERSION if row is None else Version(int(row[0]), str(row[1]))
-
-
-def _set_version(conn: sqlite3.Connection, entity: str, record_id: str, field: str, version: Version) -> None:
-    conn.execute(
-        "INSERT INTO field_versions VALUES (?, ?, ?, ?, ?) ON CONFLICT(entity, record_id, field) "
-        "DO UPDATE SET hlc = excluded.hlc, node = excluded.node",
-        (entity, record_id, field, version.hlc, version.node),
+def _versions(conn: sqlite3.Connection, entity: str, record_id: str) -> dict[str, Version]:
+    rows = conn.execute(
+        "SELECT field, hlc, node FROM field_versions WHERE entity = ? AND record_id = ?",
+        (entity, record_id),
     )
+    return {str(f): Version(int(h), str(n)) for f, h, n in rows}
+
+
+def _set_versions(
+    conn: sqlite3.Connection, entity: str, record_id: str, versions: Mapping[str, Version]
+) -> None:
+    if versions:
+        conn.executemany(
+            "INSERT INTO field_versions VALUES (?, ?, ?, ?, ?) ON CONFLICT(entity, record_id, field) "
+            "DO UPDATE SET hlc = excluded.hlc, node = excluded.node",
+            [(entity, record_id, f, v.hlc, v.node) for f, v in versions.items()],
+        )
 
 
 def load_set(conn: sqlite3.Connection, entity: str, record_id: str, field: str) -> ORSet:
