@@ -143,7 +143,7 @@ class HubBus:
             subjects.OPS_WILDCARD,
             durable=MERGER_DURABLE,
             stream=subjects.HUB_OPS_STREAM,
-            config=ConsumerConfig(ack_wait=30.0, max_ack_pending=10_000, max_deliver=-1),
+            config=ConsumerConfig(ack_wait=10.0, max_ack_pending=10_000, max_deliver=-1),
         )
         while True:
             try:

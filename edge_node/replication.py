@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import ConsumerConfig
 from nats.js.errors import Error as JetStreamError
 
 from edge_node import __version__
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 HUB_DOMAIN = "hub"
 ACKED_KEY = "hub_acked_seq"
+DOWN_ACK_WAIT_S = 3.0
 IDLE_CHECK_S = 5.0  # with nothing pending, still ask now and then: a restored hub may have lost ops
 TRANSIENT = (NatsError, JetStreamError, NatsTimeoutError, NoRespondersError, TimeoutError, OSError)
 
@@ -106,6 +108,7 @@ class NodeReplicator:
         self._last_progress_at = time.monotonic()
         self._last_check = 0.0
         self._batches_sent = 0
+        self._resends = 0
         self._inbound_merged = 0
         self._refused: dict[str, int] = {}
         self._oldest_pending_hlc: int | None = None
@@ -223,7 +226,7 @@ class NodeReplicator:
                         await js.publish(
                             subject,
                             encode_batch(batch),
-                            headers={"Nats-Msg-Id": f"{self.node_id}:{batch.first_seq}:{batch.last_seq}"},
+                            headers={"Nats-Msg-Id": self._msg_id(batch)},
                         )
                         self.published_seq = batch.last_seq
                         self._batches_sent += 1
@@ -234,6 +237,15 @@ class NodeReplicator:
                     log.info("publishing to the hub failed (%s); retrying", type(exc).__name__)
                     await asyncio.sleep(0.5)
                     break
+
+    def _msg_id(self, batch: OpBatch) -> str:
+        """Same batch, same attempt: deduplicated. A deliberate resend gets a new id.
+
+        A resend must reach the merger even while JetStream still holds the first
+        copy (a hub that died between fetch and ack): merges are idempotent, and
+        the duplicate window would otherwise swallow the resend.
+        """
+        return f"{self.node_id}:{batch.first_seq}:{batch.last_seq}:{self._resends}"
 
     async def _confirm_loop(self) -> None:
         while True:
@@ -273,6 +285,7 @@ class NodeReplicator:
         if merged < self.published_seq and self._stale():
             log.info("hub has merged up to %d of %d sent; sending again", merged, self.published_seq)
             self.published_seq = merged
+            self._resends += 1
             self._last_progress_at = time.monotonic()
             self._wake.set()
         elif merged > self.published_seq:
@@ -287,7 +300,12 @@ class NodeReplicator:
             try:
                 js = self.nc.jetstream(domain=HUB_DOMAIN, timeout=5)
                 sub = await js.pull_subscribe(
-                    subjects.down_subject(self.region), durable=durable, stream=subjects.HUB_DOWN_STREAM
+                    subjects.down_subject(self.region),
+                    durable=durable,
+                    stream=subjects.HUB_DOWN_STREAM,
+                    # an edit delivered into the pull request of a node that just stopped
+                    # comes back after ack_wait; the server's 30 s default is too slow
+                    config=ConsumerConfig(ack_wait=DOWN_ACK_WAIT_S),
                 )
                 while True:
                     try:
