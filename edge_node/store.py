@@ -38,7 +38,7 @@ from edge_node.errors import EdgeNodeError
 from sync.adapters.replica import REPLICA_TABLES, MergeOutcome, merge_op, record_local
 from sync.crdt import Op, Version
 from sync.entities import CALL_RECORD, ENTITIES
-from sync.entity import Entity, Value, encode_fields, from_storage, sqlite_columns, to_storage
+from sync.entity import Entity, StorageValue, Value, encode_fields, from_storage, sqlite_columns
 from sync.hlc import HLCTimestamp, HybridLogicalClock
 from sync.transport.codec import decode_changes, encode_changes
 
@@ -258,27 +258,26 @@ class Tx(Reader):
 
     def insert(self, entity: Entity, values: Mapping[str, Value]) -> Operation:
         """Insert a new record and log every field set."""
-        columns = list(values)
-        stored = [to_storage(entity.field(c), values[c]) for c in columns]
+        stored = encode_fields(entity, values)  # once: the row, the log and the versions share it
+        columns = list(stored)
         self.conn.execute(
             f"INSERT INTO {entity.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",  # noqa: S608 - declared names
-            stored,
+            list(stored.values()),
         )
-        return self._log(entity, str(values["id"]), values)
+        return self._log(entity, str(values["id"]), values, stored)
 
     def update(self, entity: Entity, record_id: str, changes: Mapping[str, Value]) -> Operation | None:
         """Set fields of an existing record and log exactly the fields set."""
         if not changes:
             return None
-        columns = list(changes)
-        stored = [to_storage(entity.field(c), changes[c]) for c in columns]
+        stored = encode_fields(entity, changes)
         cur = self.conn.execute(
-            f"UPDATE {entity.table} SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",  # noqa: S608 - declared names
-            [*stored, record_id],
+            f"UPDATE {entity.table} SET {', '.join(f'{c} = ?' for c in stored)} WHERE id = ?",  # noqa: S608 - declared names
+            [*stored.values(), record_id],
         )
         if cur.rowcount != 1:
             raise NotFoundError(entity.name, record_id)
-        return self._log(entity, record_id, changes)
+        return self._log(entity, record_id, changes, stored)
 
     def set_meta(self, key: str, value: str) -> None:
         """Set a node metadata value (not replicated)."""
@@ -297,11 +296,12 @@ class Tx(Reader):
         self._store.clock.receive(HLCTimestamp.decode(op.hlc), self._store.wall_ms())
         return merge_op(self.conn, entity, op)
 
-    def _log(self, entity: Entity, record_id: str, values: Mapping[str, Value]) -> Operation:
+    def _log(
+        self, entity: Entity, record_id: str, values: Mapping[str, Value], fields: Mapping[str, StorageValue]
+    ) -> Operation:
         hlc = self._store.clock.now(self._store.wall_ms())
-        fields = encode_fields(entity, values)
         changes = record_local(
-            self.conn, entity, record_id, values, Version(hlc.encode(), self._store.node_id)
+            self.conn, entity, record_id, values, Version(hlc.encode(), self._store.node_id), stored=fields
         )
         cur = self.conn.execute(
             "INSERT INTO changelog (entity, record_id, fields, hlc, origin, actor, changes) "
@@ -319,7 +319,7 @@ class Tx(Reader):
         seq = cur.lastrowid
         if seq is None:  # pragma: no cover - sqlite3 always reports it for an INSERT
             raise StoreError("change log insert reported no sequence number")
-        return Operation(seq, entity.name, record_id, fields, hlc, self._store.node_id, self.actor)
+        return Operation(seq, entity.name, record_id, dict(fields), hlc, self._store.node_id, self.actor)
 
 
 # --- the store ------------------------------------------------------------------------

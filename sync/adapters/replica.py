@@ -59,8 +59,13 @@ def record_local(
     record_id: str,
     values: Mapping[str, Value],
     version: Version,
+    *,
+    stored: Mapping[str, StorageValue] | None = None,
 ) -> dict[str, FieldChange]:
-    """Note the versions of a local write's fields; return its CRDT field changes."""
+    """Note the versions of a local write's fields; return its CRDT field changes.
+
+    ``stored`` is the storage form of ``values`` when the caller has it already.
+    """
     changes: dict[str, FieldChange] = {}
     registers: list[str] = []
     for name, value in values.items():
@@ -73,7 +78,8 @@ def record_local(
             changes[name] = FieldChange(MergeKind.SET, delta=delta)
         else:
             registers.append(name)
-            changes[name] = FieldChange(MergeKind.REGISTER, register=Register(to_storage(f, value), version))
+            value_stored = stored[name] if stored is not None else to_storage(f, value)
+            changes[name] = FieldChange(MergeKind.REGISTER, register=Register(value_stored, version))
     _set_versions(conn, entity.name, record_id, {name: version for name in registers})
     return changes
 
