@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from collections.abc import Callable
-
-import uvicorn
 
 from cloud_hub.bus import HubBus
 from cloud_hub.config import HubConfig
 from cloud_hub.http import create_hub_app
 from cloud_hub.service import Hub
 from edge_node import __version__
-from edge_node.app import _Server, bind
+from edge_node.serving import HttpServer
 from security.tokens import load_or_create_secret
 from sync.transport.natsd import NatsServer, NatsServerConfig
 
@@ -55,54 +52,27 @@ async def serve_hub(config: HubConfig, *, on_ready: Callable[[dict[str, str]], N
     try:
         bus = HubBus(hub, nats_server.client_url)
         app = create_hub_app(hub, token_secret=secret)
-        server = _Server(
-            uvicorn.Config(
-                app,
-                loop="none",
-                http="httptools",
-                lifespan="off",
-                access_log=False,
-                log_config=None,
-                server_header=False,
+        http = HttpServer(app, *config.http)
+
+        def started(url: str) -> None:
+            urls = {"http": url, "nats": nats_server.client_url, "leaf": nats_server.leaf_url or ""}
+            log.info(
+                "hub %s (edgecare %s) serving %s; nats %s; leaf %s",
+                hub_id,
+                __version__,
+                urls["http"],
+                urls["nats"],
+                urls["leaf"],
             )
-        )
-        sock = bind(*config.http)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _request_exit, server)
+            on_ready(urls)
+
         async with asyncio.TaskGroup() as tg:
             supervisor = tg.create_task(nats_server.supervise(), name="nats-server")
             bus_task = tg.create_task(bus.run(), name="bus")
-            serving = tg.create_task(server.serve(sockets=[sock]), name="http")
-            ready = tg.create_task(server.ready.wait(), name="http-ready")
-            await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
-            if ready.done():
-                host, port = sock.getsockname()[:2]
-                urls = {
-                    "http": f"http://{host}:{port}",
-                    "nats": nats_server.client_url,
-                    "leaf": nats_server.leaf_url or "",
-                }
-                log.info(
-                    "hub %s (edgecare %s) serving %s; nats %s; leaf %s",
-                    hub_id,
-                    __version__,
-                    urls["http"],
-                    urls["nats"],
-                    urls["leaf"],
-                )
-                on_ready(urls)
-            else:
-                ready.cancel()
-            await serving
+            await http.serve(started)
             bus_task.cancel()
             supervisor.cancel()
     finally:
         await nats_server.stop()
         hub.close()
         log.info("hub %s stopped", hub_id)
-
-
-def _request_exit(server: uvicorn.Server) -> None:
-    log.info("shutdown requested")
-    server.should_exit = True

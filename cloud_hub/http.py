@@ -17,13 +17,13 @@ from cloud_hub.errors import HubError
 from cloud_hub.service import Hub, UnknownRegionError
 from edge_node import __version__
 from edge_node.errors import EdgeNodeError
-from edge_node.http import (
+from edge_node.http_common import (
     STATUS_BY_ERROR,
-    _domain_error,
-    _http_error,
-    _json_object,
-    _principal,
-    _unexpected,
+    authenticate,
+    domain_error,
+    http_error,
+    read_json_object,
+    unexpected_error,
 )
 from edge_node.service import public
 from security.errors import SecurityError
@@ -54,7 +54,7 @@ def _error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
                 status_code=status,
                 media_type="application/problem+json",
             )
-    return _domain_error(request, exc)
+    return domain_error(request, exc)
 
 
 @get("/healthz", tags=["health"])
@@ -107,7 +107,7 @@ async def get_ticket(state: State, principal: Principal, region: str, ticket_id:
 async def edit_ticket(
     request: Request[Any, Any, Any], state: State, principal: Principal, region: str, ticket_id: str
 ) -> dict[str, object]:
-    body = await _json_object(request)
+    body = await read_json_object(request)
     return public(TICKET, await _hub(state).edit_ticket(principal, region, ticket_id, body))
 
 
@@ -121,15 +121,15 @@ def create_hub_app(hub: Hub, *, token_secret: bytes, max_body_bytes: int = 65536
     """The litestar application of the hub."""
     return Litestar(
         route_handlers=[healthz, readyz, fleet, replication, list_tickets, get_ticket, edit_ticket, digests],
-        dependencies={"principal": Provide(_principal)},
+        dependencies={"principal": Provide(authenticate)},
         exception_handlers={
             EdgeNodeError: _error,
             SecurityError: _error,
             ValidationError: _error,
             HubError: _error,
             SyncError: _error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
+            HTTPException: http_error,
+            Exception: unexpected_error,
         },
         state=State({"hub": hub, "token_secret": token_secret}),
         request_max_body_size=max_body_bytes,

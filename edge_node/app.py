@@ -6,14 +6,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import holidays
-import uvicorn
 
 from edge_node import __version__
 from edge_node.calls import CallRecorder
@@ -30,6 +27,7 @@ from edge_node.replication import NodeReplicator, ReplicationSettings
 from edge_node.roster import Roster, load_roster
 from edge_node.rpc import CallControlServer, serve_grpc
 from edge_node.service import NodeService
+from edge_node.serving import HttpServer
 from edge_node.store import Store
 from security.tokens import load_or_create_secret
 from sync.transport.natsd import NatsServer, NatsServerConfig
@@ -124,48 +122,6 @@ def prepare_data_dir(config: NodeConfig) -> tuple[str, bytes]:
         config.node_id_path.write_text(node_id + "\n", encoding="utf-8")
         log.info("new node %s created in %s", node_id, config.data_dir)
     return node_id, secret
-
-
-class ListenError(EdgeNodeError):
-    """The HTTP listener cannot bind."""
-
-    def __init__(self, host: str, port: int, reason: str) -> None:
-        self.host, self.port, self.reason = host, port, reason
-        super().__init__(f"cannot listen on {host}:{port}: {reason}; choose another --http HOST:PORT")
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling (the node owns shutdown), and a ready event."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if not self.should_exit:
-            self.ready.set()
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Bind the listener ourselves, so a busy port is a clear error and port 0 works."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ListenError(host, port, str(exc)) from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(host, port, exc.strerror or str(exc)) from None
-    return sock
 
 
 async def run_sla_timer(service: NodeService, wake: asyncio.Event) -> None:
@@ -273,42 +229,21 @@ async def serve(
         app = create_app(
             service, token_secret=secret, max_body_bytes=config.http.max_body_bytes, replicator=replicator
         )
-        server = _Server(
-            uvicorn.Config(
-                app,
-                host=config.http.host,
-                port=config.http.port,
-                loop="none",
-                http="httptools",
-                lifespan="off",
-                access_log=False,
-                log_config=None,
-                server_header=False,
-                timeout_graceful_shutdown=10,
-            )
-        )
         recorder: CallRecorder | None = None
         grpc_address = ""
         if config.routing.grpc_enabled:
             call_control, recorder, grpc_address = await start_call_control(config.routing, store)
-        sock = bind(config.http.host, config.http.port)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _request_exit, server)
+        http = HttpServer(app, config.http.host, config.http.port)
         async with asyncio.TaskGroup() as tg:
             timer = tg.create_task(run_sla_timer(service, wake), name="sla-timer")
             supervisor = tg.create_task(nats_server.supervise(), name="nats-server")
             replication = tg.create_task(replicator.run(), name="replication")
-            serving = tg.create_task(server.serve(sockets=[sock]), name="http")
-            ready = tg.create_task(server.ready.wait(), name="http-ready")
             routing: list[asyncio.Task[None]] = []
             if call_control is not None and recorder is not None:
                 routing.append(tg.create_task(recorder.run(), name="call-records"))
                 routing.append(tg.create_task(call_control.run_timer(), name="routing-timer"))
-            await asyncio.wait({serving, ready}, return_when=asyncio.FIRST_COMPLETED)
-            if ready.done():
-                host, port = sock.getsockname()[:2]
-                url = f"http://{host}:{port}"
+
+            def started(url: str) -> None:
                 log.info(
                     "local nats-server %s (%s)",
                     nats_server.client_url,
@@ -326,9 +261,8 @@ async def serve(
                 if call_control is not None and on_grpc_ready is not None:
                     on_grpc_ready(grpc_address)
                 on_ready(url)
-            else:
-                ready.cancel()
-            await serving
+
+            await http.serve(started)
             if call_control is not None and recorder is not None:
                 await call_control.stop()
                 call_control = None
@@ -342,8 +276,3 @@ async def serve(
         await nats_server.stop()
         store.close()
         log.info("node %s stopped; store closed", node_id)
-
-
-def _request_exit(server: uvicorn.Server) -> None:
-    log.info("shutdown requested; finishing requests in flight")
-    server.should_exit = True

@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Litestar, Request, Response, get, patch, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Operation, SecurityScheme
@@ -26,25 +25,25 @@ from litestar.params import Parameter
 from litestar.types import ControllerRouterHandler
 
 from edge_node import __version__, http_calls
-from edge_node.core.tickets import (
-    AlreadyEscalatedError,
-    InvalidTransitionError,
-    TicketReadOnlyError,
-)
 from edge_node.errors import EdgeNodeError
+from edge_node.http_common import (
+    authenticate,
+    domain_error,
+    http_error,
+    read_json_object,
+    unexpected_error,
+)
 from edge_node.replication import NodeReplicator, hlc_age_s
 from edge_node.service import (
-    DuplicateRecordError,
-    IdempotencyConflictError,
     NodeService,
     Page,
     TicketFilter,
     public,
 )
-from edge_node.store import NotFoundError, StoreError
+from edge_node.store import NotFoundError
 from security.errors import SecurityError
-from security.roles import ForbiddenError, Permission, require
-from security.tokens import InvalidTokenError, Principal, verify_token
+from security.roles import Permission, require
+from security.tokens import Principal
 from sync.adapters.replica import region_digests
 from sync.entities import COMMENT, CUSTOMER, DEPARTMENT, TICKET
 from sync.entity import Entity, FieldProblem, ValidationError, json_schema
@@ -54,114 +53,9 @@ log = logging.getLogger(__name__)
 API = "/api/v1"
 
 
-# --- errors ---------------------------------------------------------------------------
-
-
-class MalformedBodyError(EdgeNodeError):
-    """The body is not a JSON object."""
-
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-        super().__init__(f"request body is not usable: {problem}")
-
-
-class MissingTokenError(EdgeNodeError):
-    """No bearer token came with the request."""
-
-    def __init__(self) -> None:
-        super().__init__("missing bearer token; send 'Authorization: Bearer <token>'")
-
-
-STATUS_BY_ERROR: tuple[tuple[type[Exception], int, str], ...] = (
-    (MalformedBodyError, 400, "malformed request"),
-    (ValidationError, 422, "invalid input"),
-    (MissingTokenError, 401, "not authenticated"),
-    (InvalidTokenError, 401, "not authenticated"),
-    (ForbiddenError, 403, "forbidden"),
-    (NotFoundError, 404, "not found"),
-    (InvalidTransitionError, 409, "invalid transition"),
-    (TicketReadOnlyError, 409, "ticket is read-only"),
-    (AlreadyEscalatedError, 409, "already escalated"),
-    (IdempotencyConflictError, 409, "idempotency key reused"),
-    (DuplicateRecordError, 409, "already exists"),
-    (StoreError, 503, "storage unavailable"),
-)
-
-
-def _problem(
-    status: int, title: str, detail: str, problems: list[FieldProblem] | None = None
-) -> Response[Any]:
-    body: dict[str, object] = {"status": status, "title": title, "detail": detail}
-    if problems:
-        body["errors"] = [{"field": p.field, "problem": p.problem} for p in problems]
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return Response(body, status_code=status, headers=headers, media_type="application/problem+json")
-
-
-def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    for error_type, status, title in STATUS_BY_ERROR:
-        if isinstance(exc, error_type):
-            if status >= 500:
-                log.error("%s %s failed: %s", request.method, request.url.path, exc)
-            problems = list(exc.problems) if isinstance(exc, ValidationError) else None
-            if isinstance(exc, MalformedBodyError):
-                problems = [FieldProblem("body", exc.problem)]
-            detail = "invalid or expired token" if isinstance(exc, InvalidTokenError) else str(exc)
-            response = _problem(status, title, detail, problems)
-            if isinstance(exc, InvalidTransitionError):
-                response.content["allowed"] = list(exc.allowed)
-            return response
-    return _unexpected(request, exc)
-
-
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    problems: list[FieldProblem] = []
-    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
-        for item in exc.extra:
-            if isinstance(item, Mapping):
-                problems.append(FieldProblem(str(item.get("key", "request")), str(item.get("message", ""))))
-    detail = exc.detail
-    if exc.status_code == 413:
-        detail = "request body is larger than this node accepts"
-        problems = [FieldProblem("body", detail)]
-    return _problem(exc.status_code, detail, detail, problems or None)
-
-
-def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
-    return _problem(500, "internal error", "the node failed to handle the request; see its log")
-
-
-# --- request helpers --------------------------------------------------------------------
-
-
-async def _json_object(request: Request[Any, Any, Any]) -> dict[str, object]:
-    raw = await request.body()
-    if not raw.strip():
-        raise MalformedBodyError("empty body; send a JSON object")
-    try:
-        decoded = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise MalformedBodyError(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise MalformedBodyError("JSON nested too deeply") from None
-    if not isinstance(decoded, dict):
-        raise MalformedBodyError("expected a JSON object")
-    return decoded
-
-
 def _service(state: State) -> NodeService:
     service: NodeService = state.service
     return service
-
-
-async def _principal(request: Request[Any, Any, Any]) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise MissingTokenError
-    secret: bytes = request.app.state.token_secret
-    return verify_token(secret, token.strip(), now_s=int(time.time()))
 
 
 def _ticket(record: Mapping[str, Any]) -> dict[str, object]:
@@ -251,7 +145,7 @@ async def create_ticket(
     idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", max_length=200)] = None,
 ) -> Response[dict[str, object]]:
     created = await _service(state).create_ticket(
-        principal, await _json_object(request), idempotency_key=idempotency_key
+        principal, await read_json_object(request), idempotency_key=idempotency_key
     )
     headers = {"Location": f"{API}/tickets/{created.record['id']}"}
     if created.replayed:
@@ -305,7 +199,7 @@ async def get_ticket(state: State, principal: Principal, ticket_id: str) -> dict
 async def update_ticket(
     request: Request[Any, Any, Any], state: State, principal: Principal, ticket_id: str
 ) -> dict[str, object]:
-    body = await _json_object(request)
+    body = await read_json_object(request)
     return _ticket(await _service(state).update_ticket(principal, ticket_id, body))
 
 
@@ -321,7 +215,7 @@ async def update_ticket(
 async def transition_ticket(
     request: Request[Any, Any, Any], state: State, principal: Principal, ticket_id: str
 ) -> dict[str, object]:
-    return _ticket(await _service(state).transition(principal, ticket_id, await _json_object(request)))
+    return _ticket(await _service(state).transition(principal, ticket_id, await read_json_object(request)))
 
 
 @post(
@@ -336,7 +230,7 @@ async def transition_ticket(
 async def assign_ticket(
     request: Request[Any, Any, Any], state: State, principal: Principal, ticket_id: str
 ) -> dict[str, object]:
-    return _ticket(await _service(state).assign(principal, ticket_id, await _json_object(request)))
+    return _ticket(await _service(state).assign(principal, ticket_id, await read_json_object(request)))
 
 
 @post(
@@ -349,7 +243,7 @@ async def assign_ticket(
 async def escalate_ticket(
     request: Request[Any, Any, Any], state: State, principal: Principal, ticket_id: str
 ) -> dict[str, object]:
-    return _ticket(await _service(state).escalate(principal, ticket_id, await _json_object(request)))
+    return _ticket(await _service(state).escalate(principal, ticket_id, await read_json_object(request)))
 
 
 @post(
@@ -372,7 +266,7 @@ async def archive_ticket(state: State, principal: Principal, ticket_id: str) -> 
 async def add_comment(
     request: Request[Any, Any, Any], state: State, principal: Principal, ticket_id: str
 ) -> dict[str, object]:
-    body = await _json_object(request)
+    body = await read_json_object(request)
     return public(COMMENT, await _service(state).add_comment(principal, ticket_id, body))
 
 
@@ -396,7 +290,7 @@ async def list_comments(state: State, principal: Principal, ticket_id: str) -> d
 async def create_customer(
     request: Request[Any, Any, Any], state: State, principal: Principal
 ) -> Response[dict[str, object]]:
-    record = await _service(state).create_customer(principal, await _json_object(request))
+    record = await _service(state).create_customer(principal, await read_json_object(request))
     return Response(
         public(CUSTOMER, record),
         status_code=201,
@@ -419,7 +313,9 @@ async def get_customer(state: State, principal: Principal, customer_id: str) -> 
 async def create_department(
     request: Request[Any, Any, Any], state: State, principal: Principal
 ) -> dict[str, object]:
-    return public(DEPARTMENT, await _service(state).create_department(principal, await _json_object(request)))
+    return public(
+        DEPARTMENT, await _service(state).create_department(principal, await read_json_object(request))
+    )
 
 
 @get(f"{API}/departments", tags=["departments"], summary="Every department")
@@ -491,13 +387,13 @@ def create_app(
     """The litestar application for one node."""
     return Litestar(
         route_handlers=ROUTES,
-        dependencies={"principal": Provide(_principal)},
+        dependencies={"principal": Provide(authenticate)},
         exception_handlers={
-            EdgeNodeError: _domain_error,
-            SecurityError: _domain_error,
-            ValidationError: _domain_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
+            EdgeNodeError: domain_error,
+            SecurityError: domain_error,
+            ValidationError: domain_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
         },
         state=State({"service": service, "token_secret": token_secret, "replicator": replicator}),
         request_max_body_size=max_body_bytes,
