@@ -1,12 +1,20 @@
-"""The hub's NATS adapter: streams, the merging consumer, acks, heartbeats, edits down.
+"""The hub's NATS adapter: streams, the verifying merge consumer, enrollment, policies, checkpoints.
+
+Every message a node sends is a signed frame (``security.frames``); the hub
+checks the signature against the key registered at enrollment *before* it
+parses anything, then the frame's region against the subject and the node's
+enrolled region, then the replay guard. Only then is the payload decoded.
+Each refusal is counted by reason (in memory for ``/replication``, per day in
+``hub.db`` for the compliance report), logged, and the message terminated:
+never merged, never acked as merged.
 
 The ``EC_OPS`` stream runs on the hub's nats-server with ``sync_interval:
 always``, so a node's PubAck means its batch is on the hub's disk. A durable
 pull consumer merges batches into the region stores and acks each message only
 after the merge transaction committed: a hub crash between the two makes
-JetStream redeliver, and the merge is idempotent. Every refusal (a node the hub
-does not know, a batch on another region's subject, an undecodable frame) is
-terminated, counted by reason and logged, never merged.
+JetStream redeliver (same stream sequence, which the replay guard lets
+through), and the merge is idempotent. Down edits go to one stream per region
+(``EC_DOWN_<region>``), so NATS permissions can confine a region to its own.
 """
 
 from __future__ import annotations
@@ -14,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import msgpack
@@ -27,44 +35,80 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig, StorageType, StreamConfig
 from nats.js.errors import Error as JetStreamError
 
+from cloud_hub.core.enrollment import EnrollClaim, EnrollmentError, parse_token
 from cloud_hub.core.fleet import Heartbeat
 from cloud_hub.errors import HubError
 from cloud_hub.service import Hub
 from edge_node.store import Reader, Tx
+from security.frames import (
+    FrameRejected,
+    ReplayGuard,
+    VerifiedFrame,
+    unverified_payload,
+    verify_frame,
+    verify_frame_with_key,
+)
 from sync import subjects
 from sync.crdt import Op
 from sync.errors import SyncError
-from sync.transport.codec import WireError, decode_batch, encode_batch, split_batches
+from sync.residency import ResidencyError, ResidencyPolicy
+from sync.transport.codec import OpBatch, WireError, decode_batch, encode_batch, split_batches
 
 log = logging.getLogger(__name__)
 
 MERGER_DURABLE = "hub-merger"
 DOWN_PUBLISHED_KEY = "down_published_seq"
+MAX_FRAME_BYTES = 512 * 1024  # nodes send batches of at most 256 kB; the stream takes up to 1 MiB
 TRANSIENT = (NatsError, JetStreamError, NatsTimeoutError, TimeoutError, OSError)
+UNPARSED = (SyncError, HubError, KeyError, TypeError, ValueError, msgpack.UnpackException)
 
 
 class HubBus:
     """Runs the hub's consumers and publishers on its own nats-server."""
 
-    def __init__(self, hub: Hub, nats_url: str, *, fetch_batch: int = 64) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        nats_url: str,
+        *,
+        fetch_batch: int = 64,
+        connect_options: dict[str, object] | None = None,
+        guard: ReplayGuard | None = None,
+    ) -> None:
         self.hub = hub
         self.nats_url = nats_url
         self.fetch_batch = fetch_batch
+        self._connect_options = connect_options or {}
         self._nc: NATS | None = None
         self._down_wake = asyncio.Event()
+        self._new_regions: asyncio.Queue[str] = asyncio.Queue()
+        self.guard = guard or ReplayGuard()
+        self.guard.load(self.hub.registry.seen_frames(hub.wall_ms() - self.guard.window_ms))
         hub.on_local_write = lambda region: self._down_wake.set()
+        hub.on_new_region = self._new_regions.put_nowait
 
     async def run(self) -> None:
         self._nc = await nats.connect(
-            self.nats_url, name="edgecare-hub", max_reconnect_attempts=-1, reconnect_time_wait=0.25
+            self.nats_url,
+            name="edgecare-hub",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            **self._connect_options,  # TLS and credentials from provisioning
         )
         try:
             await self._ensure_streams()
-            await self._nc.subscribe(subjects.HEARTBEAT_WILDCARD, cb=self._on_heartbeat)
-            await self._nc.subscribe(subjects.ACK_WILDCARD, cb=self._on_ack_request)
+            for subject, handler in (
+                (subjects.HEARTBEAT_WILDCARD, self._on_heartbeat),
+                (subjects.ACK_WILDCARD, self._on_ack_request),
+                (subjects.ENROLL_WILDCARD, self._on_enroll),
+                (subjects.POLICY_WILDCARD, self._on_policy),
+                (subjects.AUDIT_WILDCARD, self._on_audit),
+            ):
+                await self._nc.subscribe(subject, cb=_guarded(handler))
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._merge_loop(), name="merge")
                 tg.create_task(self._down_loop(), name="down")
+                tg.create_task(self._region_streams_loop(), name="region-streams")
         finally:
             with contextlib.suppress(*TRANSIENT):
                 # close, not drain: drain() waits up to 30 s on pull subscriptions, and
@@ -78,62 +122,167 @@ class HubBus:
         return self._nc
 
     async def _ensure_streams(self) -> None:
-        js = self.nc.jetstream()
-        for name, subject in (
-            (subjects.HUB_OPS_STREAM, subjects.OPS_WILDCARD),
-            (subjects.HUB_DOWN_STREAM, subjects.DOWN_WILDCARD),
-        ):
-            config = StreamConfig(
-                name=name,
-                subjects=[subject],
-                storage=StorageType.FILE,
-                duplicate_window=120.0,
-                max_msg_size=1_048_576,
-            )
-            try:
-                await js.add_stream(config)
-            except JetStreamError:
-                await js.update_stream(config)
-        log.info("streams %s and %s ready", subjects.HUB_OPS_STREAM, subjects.HUB_DOWN_STREAM)
+        await self._ensure_stream(subjects.HUB_OPS_STREAM, subjects.OPS_WILDCARD)
+        for region in self.hub.regions():
+            await self._ensure_stream(subjects.down_stream(region), subjects.down_subject(region))
 
-    # --- heartbeats and confirmations ---------------------------------------------------
+    async def _ensure_stream(self, name: str, subject: str) -> None:
+        js = self.nc.jetstream()
+        config = StreamConfig(
+            name=name,
+            subjects=[subject],
+            storage=StorageType.FILE,
+            duplicate_window=120.0,
+            max_msg_size=1_048_576,
+        )
+        try:
+            await js.add_stream(config)
+        except JetStreamError:
+            await js.update_stream(config)
+        log.info("stream %s on %s ready", name, subject)
+
+    async def _region_streams_loop(self) -> None:
+        while True:
+            region = await self._new_regions.get()
+            await self._ensure_stream(subjects.down_stream(region), subjects.down_subject(region))
+
+    # --- frames -------------------------------------------------------------------------
+
+    def _verify(self, msg: Msg, kind: str, delivery: int | None = None) -> VerifiedFrame:
+        region, node_id = subjects.parse_region_node_subject(
+            msg.subject, kind if kind != "heartbeat" else "hb"
+        )
+        return verify_frame(
+            msg.data,
+            msg.subject,
+            expected_kind=kind,
+            subject_region=region,
+            subject_node=node_id,
+            lookup=self.hub.enrolled_key,
+            now_ms=self.hub.wall_ms(),
+            guard=self.guard,
+            delivery=delivery,
+            max_bytes=MAX_FRAME_BYTES,
+        )
+
+    def _refused(self, region: str, reason: str, subject: str, message: str) -> None:
+        self.hub.counters.refuse(reason)
+        self.hub.registry.record_batch(at_ms=self.hub.wall_ms(), refusals=[(region, reason)])
+        log.warning("refused %s: %s (%s)", subject, reason, message)
+
+    async def _answer(self, msg: Msg, answer: dict[str, object]) -> None:
+        if msg.reply:
+            await msg.respond(msgpack.packb(answer))
+
+    # --- requests: enrollment, heartbeats, policies, checkpoints, watermarks ---------------------
+
+    async def _on_enroll(self, msg: Msg) -> None:
+        region = _subject_region(msg.subject)
+        try:
+            claim_region = subjects.parse_enroll_subject(msg.subject)
+            # the key the frame must verify with travels inside it; nothing read here is trusted
+            body = _unpack_map(unverified_payload(msg.data, msg.subject, max_bytes=MAX_FRAME_BYTES))
+            public_key = _bytes(body, "public_key")
+            frame = verify_frame_with_key(
+                msg.data,
+                msg.subject,
+                expected_kind="enroll",
+                subject_region=claim_region,
+                public_key=public_key,
+                now_ms=self.hub.wall_ms(),
+                guard=self.guard,
+                max_bytes=MAX_FRAME_BYTES,
+            )
+            claim = EnrollClaim(parse_token(str(body["token"])), frame.node_id, frame.region, public_key)
+            self.hub.enroll(claim, version=str(body.get("version", "unknown")))
+            self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, None)
+            await self._answer(msg, {"ok": True, "hub_id": self.hub.hub_id})
+        except FrameRejected as exc:
+            self._refused(region, f"enroll_{exc.reason}", msg.subject, str(exc))
+            await self._answer(msg, {"ok": False, "error": str(exc)})
+        except EnrollmentError as exc:
+            self._refused(region, f"enroll_{exc.reason}", msg.subject, str(exc))
+            await self._answer(msg, {"ok": False, "error": str(exc)})
+        except UNPARSED as exc:
+            self._refused(region, "enroll_malformed", msg.subject, str(exc))
+            await self._answer(msg, {"ok": False, "error": f"malformed enrollment request: {exc}"})
 
     async def _on_heartbeat(self, msg: Msg) -> None:
+        region = _subject_region(msg.subject)
         try:
-            raw = msgpack.unpackb(msg.data)
+            frame = self._verify(msg, "heartbeat")
+            raw = _unpack_map(frame.payload)
+            oldest = raw.get("oldest_pending_hlc")
             beat = Heartbeat(
-                node_id=str(raw["node_id"]),
-                region=str(raw["region"]),
+                node_id=frame.node_id,
+                region=frame.region,
                 version=str(raw["version"]),
-                last_seq=int(raw["last_seq"]),
-                acked_seq=int(raw["acked_seq"]),
-                backlog_ops=int(raw["backlog_ops"]),
-                oldest_pending_hlc=None
-                if raw.get("oldest_pending_hlc") is None
-                else int(raw["oldest_pending_hlc"]),
-                sent_at_ms=int(raw["sent_at_ms"]),
+                last_seq=_int(raw, "last_seq"),
+                acked_seq=_int(raw, "acked_seq"),
+                backlog_ops=_int(raw, "backlog_ops"),
+                oldest_pending_hlc=None if oldest is None else _int(raw, "oldest_pending_hlc"),
+                sent_at_ms=_int(raw, "sent_at_ms"),
             )
-            _, region, node_id = msg.subject.rsplit(".", 2)
-            if (region, node_id) != (beat.region, beat.node_id):
-                raise HubError(f"heartbeat on {msg.subject} claims {beat.region}/{beat.node_id}")
-            subjects.check_token(beat.region, "region")
-            self.hub.heartbeat(beat, int(time.time() * 1000))
+            self.hub.heartbeat(beat, self.hub.wall_ms())
+            self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, None)
             answer: dict[str, object] = {"ok": True}
-        except (HubError, SyncError, KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
-            self.hub.counters.refuse("bad_heartbeat")
-            log.warning("refused heartbeat on %s: %s", msg.subject, exc)
+        except FrameRejected as exc:
+            self._refused(region, exc.reason, msg.subject, str(exc))
+            answer = {"ok": False, "error": str(exc), "reason": exc.reason}
+        except UNPARSED as exc:
+            self._refused(region, "bad_heartbeat", msg.subject, str(exc))
             answer = {"ok": False, "error": str(exc)}
-        if msg.reply:
-            await msg.respond(msgpack.packb(answer))
+        await self._answer(msg, answer)
+
+    async def _on_policy(self, msg: Msg) -> None:
+        region = _subject_region(msg.subject)
+        try:
+            frame = self._verify(msg, "policy")
+            raw = _unpack_map(frame.payload)
+            forms = raw["forms"]
+            if not isinstance(forms, dict):
+                raise TypeError("policy forms must be a map")
+            self.hub.register_policy(
+                frame.node_id, _int(raw, "version"), {str(k): str(v) for k, v in forms.items()}
+            )
+            self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, None)
+            answer: dict[str, object] = {"ok": True}
+        except FrameRejected as exc:
+            self._refused(region, exc.reason, msg.subject, str(exc))
+            answer = {"ok": False, "error": str(exc)}
+        except (*UNPARSED, ResidencyError) as exc:
+            self._refused(region, "bad_policy", msg.subject, str(exc))
+            answer = {"ok": False, "error": str(exc)}
+        await self._answer(msg, answer)
+
+    async def _on_audit(self, msg: Msg) -> None:
+        region = _subject_region(msg.subject)
+        try:
+            frame = self._verify(msg, "audit")
+            raw = _unpack_map(frame.payload)
+            problem = self.hub.receive_checkpoint(frame.node_id, frame.region, raw)
+            self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, None)
+            answer: dict[str, object] = {"ok": problem is None}
+            if problem is not None:
+                answer["error"] = problem
+        except FrameRejected as exc:
+            self._refused(region, exc.reason, msg.subject, str(exc))
+            answer = {"ok": False, "error": str(exc)}
+        except UNPARSED as exc:
+            self._refused(region, "bad_checkpoint", msg.subject, str(exc))
+            answer = {"ok": False, "error": str(exc)}
+        await self._answer(msg, answer)
 
     async def _on_ack_request(self, msg: Msg) -> None:
-        node_id = msg.subject.rsplit(".", 1)[-1]
         try:
+            region, node_id = subjects.parse_region_node_subject(msg.subject, "ack")
+            key = self.hub.enrolled_key(node_id)
+            if key is None or key.region != region:
+                raise HubError(f"node {node_id!r} is not enrolled in region {region!r}")
             answer: dict[str, object] = {"merged_seq": await self.hub.merged_seq(node_id)}
-        except HubError as exc:
+        except (HubError, SyncError) as exc:
             answer = {"error": str(exc)}
-        if msg.reply:
-            await msg.respond(msgpack.packb(answer))
+        await self._answer(msg, answer)
 
     # --- merging ----------------------------------------------------------------------
 
@@ -156,39 +305,65 @@ class HubBus:
                 continue
             await self._merge_messages(msgs)
 
+    def _accept(self, msg: Msg) -> tuple[VerifiedFrame, OpBatch, ResidencyPolicy]:
+        """Verify, then parse, then check one ops message; raise FrameRejected with the reason."""
+        frame = self._verify(msg, "ops", _delivery(msg))
+        try:
+            batch = decode_batch(frame.payload)
+        except WireError as exc:
+            raise FrameRejected("malformed", f"undecodable batch: {exc}", msg.subject) from None
+        if batch.region != frame.region or batch.node_id != frame.node_id:
+            raise FrameRejected(
+                "malformed", f"the batch header names {batch.region}/{batch.node_id}", msg.subject
+            )
+        try:
+            policy = self.hub.policy_of(frame.node_id, frame.policy_version)
+        except HubError as exc:
+            raise FrameRejected("malformed", str(exc), msg.subject) from None
+        return frame, batch, policy
+
     async def _merge_messages(self, msgs: list[Msg]) -> None:
         by_region: dict[str, dict[str, list[Op]]] = defaultdict(lambda: defaultdict(list))
-        accepted: list[Msg] = []
+        policies: dict[str, ResidencyPolicy] = {}
+        accepted: list[tuple[Msg, VerifiedFrame]] = []
+        refusals: list[tuple[str, str]] = []
         for msg in msgs:
-            reason = None
             try:
-                batch = decode_batch(msg.data)
-                _, _, region, node_id = msg.subject.split(".", 3)
-                if batch.region != region or batch.node_id != node_id:
-                    reason = "subject_mismatch"
-                elif not self.hub.fleet.knows(node_id):
-                    reason = "unknown_node"
-                elif self.hub.fleet.region_of(node_id) != region:
-                    reason = "wrong_region"
-            except (WireError, ValueError) as exc:
-                reason, batch = "malformed", None
-                log.warning("undecodable batch on %s: %s", msg.subject, exc)
-            if reason is not None or batch is None:
-                self.hub.counters.refuse(reason or "malformed", len(batch.ops) if batch else 1)
-                log.warning("refused batch on %s: %s", msg.subject, reason)
+                frame, batch, policy = self._accept(msg)
+            except (FrameRejected, SyncError) as exc:
+                reason = exc.reason if isinstance(exc, FrameRejected) else "malformed"
+                self.hub.counters.refuse(reason)
+                refusals.append((_subject_region(msg.subject), reason))
+                log.warning("refused batch on %s: %s", msg.subject, exc)
                 with contextlib.suppress(*TRANSIENT):
                     await msg.term()
                 continue
             by_region[batch.region][batch.node_id].extend(batch.ops)
-            accepted.append(msg)
+            policies[batch.node_id] = policy
+            accepted.append((msg, frame))
         for region, ops_by_node in by_region.items():
-            merged = await self.hub.merge(region, ops_by_node)
-            log.debug("merged %s into %s", {n: len(o) for n, o in ops_by_node.items()}, region)
-            for node_id, seq in merged.items():
-                log.debug("node %s merged up to %d", node_id, seq)
-        for msg in accepted:  # only after every merge above committed
+            merged = await self.hub.merge(region, ops_by_node, policies)
+            log.debug(
+                "merged %s into %s up to %s", {n: len(o) for n, o in ops_by_node.items()}, region, merged
+            )
+        now = self.hub.wall_ms()
+        remembered = [(f.node_id, f.nonce, f.signed_at_ms, _delivery(m)) for m, f in accepted]
+        for node_id, nonce, signed_at, delivery in remembered:
+            self.guard.remember(node_id, nonce, signed_at, delivery)
+        self.guard.prune(now)
+        await asyncio.to_thread(self._record, remembered, refusals, now)
+        self.hub.counters.frames_accepted += len(accepted)
+        for msg, _ in accepted:  # only after every merge above committed
             with contextlib.suppress(*TRANSIENT):
                 await msg.ack()
+
+    def _record(
+        self, remembered: list[tuple[str, bytes, int, int | None]], refusals: list[tuple[str, str]], now: int
+    ) -> None:
+        if remembered:
+            self.hub.registry.remember_frames(remembered, prune_before_ms=now - self.guard.window_ms)
+        if refusals:
+            self.hub.registry.record_batch(at_ms=now, refusals=refusals)
 
     # --- central edits down to their region ---------------------------------------------
 
@@ -227,6 +402,51 @@ class HubBus:
                     batch.last_seq,
                 )
             await store.write(partial(_set_down_published, ops[-1].seq), actor="replication")
+
+
+def _guarded(handler: Callable[[Msg], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:
+    """A request handler that answers transient failures with a log line instead of dying."""
+
+    async def run(msg: Msg) -> None:
+        try:
+            await handler(msg)
+        except TRANSIENT as exc:
+            log.warning("answering %s failed: %s", msg.subject, exc)
+
+    return run
+
+
+def _delivery(msg: Msg) -> int | None:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except (NatsError, AttributeError, TypeError, ValueError):
+        return None
+
+
+def _subject_region(subject: str) -> str:
+    parts = subject.split(".")
+    return parts[2] if len(parts) >= 3 and parts[2] else "?"
+
+
+def _unpack_map(data: bytes) -> dict[str, object]:
+    value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a map, got {type(value).__name__}")
+    return value
+
+
+def _int(body: dict[str, object], key: str) -> int:
+    value = body[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key} must be an integer")
+    return value
+
+
+def _bytes(body: dict[str, object], key: str) -> bytes:
+    value = body[key]
+    if not isinstance(value, bytes):
+        raise TypeError(f"{key} must be bytes")
+    return value
 
 
 def _down_published(reader: Reader) -> str | None:

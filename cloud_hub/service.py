@@ -11,7 +11,7 @@ merged operation of the region, and they flow down to the region.
 from __future__ import annotations
 
 import logging
-import sqlite3
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,17 +19,24 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from cloud_hub.core.fleet import Fleet, Heartbeat, NodeStatus
+from cloud_hub.core.enrollment import DEFAULT_TTL_S, EnrollClaim, EnrollToken, TokenRecord, decide, new_token
+from cloud_hub.core.fleet import Fleet, Heartbeat, NodeStatus, UnknownNodeError
 from cloud_hub.errors import HubError
+from cloud_hub.registry import NodeRecord, PolicyRecord, QuarantinedOp, Registry
 from edge_node.store import NotFoundError, Reader, Store, Tx
+from security.audit_chain import Checkpoint, checkpoint_valid
+from security.envelope import looks_sealed
+from security.frames import EnrolledKey
+from security.pseudonym import looks_pseudonym
 from security.roles import Permission, require
 from security.tokens import Principal
 from sync import subjects
-from sync.adapters.replica import contiguous_seq, region_digests
+from sync.adapters.replica import contiguous_seq, mark_handled, region_digests
 from sync.crdt import Op
 from sync.entities import BY_NAME, TICKET
 from sync.entity import FieldProblem, ValidationError, Value, validate
 from sync.hlc import ClockDriftError
+from sync.residency import Form, FormViolation, ResidencyPolicy, check_op, entity_forms
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,14 @@ class UnknownRegionError(HubError):
         super().__init__(f"unknown region {region!r}; known: {', '.join(known) or 'none'}")
 
 
+class PolicyUnknownError(HubError):
+    """A node sent operations before registering the residency policy they were made under."""
+
+    def __init__(self, node_id: str, version: int) -> None:
+        self.node_id, self.version = node_id, version
+        super().__init__(f"node {node_id!r} has not registered residency policy version {version}")
+
+
 @dataclass(slots=True)
 class MergeCounters:
     """Operations merged and refused, by reason."""
@@ -51,6 +66,8 @@ class MergeCounters:
     batches: int = 0
     ops_merged: int = 0
     ops_stale: int = 0
+    ops_quarantined: int = 0
+    frames_accepted: int = 0
     refused: dict[str, int] = field(default_factory=dict)
 
     def refuse(self, reason: str, count: int = 1) -> None:
@@ -60,22 +77,39 @@ class MergeCounters:
 class Hub:
     """Region replicas, the fleet registry and central edits."""
 
-    def __init__(self, data_dir: Path, *, hub_id: str, down_after_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        hub_id: str,
+        down_after_s: float = 10.0,
+        wall_ms: Callable[[], int] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.hub_id = hub_id
+        self.wall_ms = wall_ms or (lambda: int(datetime.now(UTC).timestamp() * 1000))
         self._stores: dict[str, Store] = {}
         self._lock = threading.Lock()
-        self._registry = _Registry(data_dir / "hub.db")
-        self.fleet = Fleet(self._registry.load(), down_after_s=down_after_s)
+        self.registry = Registry(data_dir / "hub.db")
+        enrolled = [n for n in self.registry.nodes() if n.public_key is not None]
+        self._keys = {n.node_id: EnrolledKey(n.node_id, n.region, n.public_key or b"") for n in enrolled}
+        self.fleet = Fleet(
+            [NodeStatus(n.node_id, n.region, n.version, n.first_seen_ms, 0, 0, 0, 0, None) for n in enrolled],
+            down_after_s=down_after_s,
+        )
+        self._policies: dict[str, ResidencyPolicy] = {}
+        for record in self.registry.policies():
+            self._policies[record.node_id] = _policy(record)
         self.counters = MergeCounters()
         self.on_local_write: Callable[[str], None] = lambda region: None
+        self.on_new_region: Callable[[str], None] = lambda region: None
         for path in sorted((data_dir / "regions").glob("*.db")):
             self.store(path.stem)
 
     def close(self) -> None:
         for store in self._stores.values():
             store.close()
-        self._registry.close()
+        self.registry.close()
 
     # --- regions ----------------------------------------------------------------------
 
@@ -102,35 +136,182 @@ class Hub:
     # --- fleet ------------------------------------------------------------------------
 
     def heartbeat(self, beat: Heartbeat, now_ms: int) -> NodeStatus:
-        new = not self.fleet.knows(beat.node_id)
-        status = self.fleet.heartbeat(beat, now_ms=now_ms)
-        if new:
-            self._registry.save(status)
-            self.store(beat.region)
-            log.info(
-                "node %s registered for region %s (edgecare %s)", beat.node_id, beat.region, beat.version
+        """Refresh an enrolled node's status (heartbeats no longer register anyone).
+
+        Raises:
+            UnknownNodeError: the node is not enrolled.
+        """
+        if not self.fleet.knows(beat.node_id):
+            raise UnknownNodeError(beat.node_id)
+        return self.fleet.heartbeat(beat, now_ms=now_ms)
+
+    # --- enrollment, keys and policies ------------------------------------------------------
+
+    def issue_enroll_token(self, region: str, *, ttl_s: float = DEFAULT_TTL_S) -> EnrollToken:
+        """A one-time token enrolling one node into ``region``; only its hash is stored."""
+        return issue_enroll_token(self.registry, region, ttl_s=ttl_s, now_ms=self.wall_ms())
+
+    def enroll(self, claim: EnrollClaim, *, version: str) -> None:
+        """Register a node's key for its region, consuming the token.
+
+        Raises:
+            EnrollmentError: naming why the token or claim was refused.
+        """
+        now = self.wall_ms()
+        known = self._keys.get(claim.node_id)
+        decide(
+            self.registry.token(claim.token.token_id),
+            claim,
+            now_ms=now,
+            registered_region=None if known is None else known.region,
+        )
+        record = NodeRecord(claim.node_id, claim.region, version, now, claim.public_key, now)
+        self.registry.enroll(claim.token.token_id, record)
+        new_region = claim.region not in self.regions()
+        self._keys[claim.node_id] = EnrolledKey(claim.node_id, claim.region, claim.public_key)
+        if not self.fleet.knows(claim.node_id):
+            self.fleet.heartbeat(
+                Heartbeat(claim.node_id, claim.region, version, 0, 0, 0, None, now), now_ms=now
             )
-        return status
+        self.store(claim.region)
+        log.info(
+            "node %s enrolled for region %s (token %s)", claim.node_id, claim.region, claim.token.token_id
+        )
+        if new_region:
+            self.on_new_region(claim.region)
+
+    def enrolled_key(self, node_id: str) -> EnrolledKey | None:
+        return self._keys.get(node_id)
+
+    def register_policy(self, node_id: str, version: int, forms: Mapping[str, str]) -> bool:
+        """Record a node's residency policy version; True if it is new.
+
+        Raises:
+            PolicyError: the forms are not a valid policy.
+            UnknownNodeError: the node is not enrolled.
+        """
+        key = self._keys.get(node_id)
+        if key is None:
+            raise UnknownNodeError(node_id)
+        policy = ResidencyPolicy.from_dict(forms, version=version)
+        current = self._policies.get(node_id)
+        if current is not None and version < current.version:
+            raise PolicyVersionError(node_id, version, current.version)
+        record = PolicyRecord(node_id, key.region, version, policy.as_dict(), self.wall_ms())
+        new = self.registry.register_policy(record)
+        if current is None or version >= current.version:
+            self._policies[node_id] = policy
+        if new:
+            log.info(
+                "node %s registered residency policy v%d for %s: %s", node_id, version, key.region, forms
+            )
+        return new
+
+    def policy_of(self, node_id: str, version: int) -> ResidencyPolicy:
+        """The policy a node's operations are checked against.
+
+        Raises:
+            PolicyUnknownError: the node has not registered that version (the latest).
+        """
+        policy = self._policies.get(node_id)
+        if policy is None or policy.version != version:
+            raise PolicyUnknownError(node_id, version)
+        return policy
+
+    def region_forms(self, region: str) -> dict[str, dict[str, Form]] | None:
+        """Field forms of the region's newest registered policy (for digests); None if none is."""
+        records = self.registry.policies(region=region)
+        if not records:
+            return None
+        return entity_forms(_policy(records[-1]))
 
     async def merged_seq(self, node_id: str) -> int:
         """How far the hub has merged a node's change log, without gaps."""
         store = self.store(self.fleet.region_of(node_id))
         return await store.read(lambda r: contiguous_seq(r.conn, node_id))
 
+    def receive_checkpoint(self, node_id: str, region: str, payload: Mapping[str, object]) -> str | None:
+        """Keep a node's signed audit checkpoint (and the erasures and key inventory it reports).
+
+        Returns a problem (and raises an alarm) when the checkpoint's signature
+        fails, or it contradicts one received before: the same size with another
+        head (a forked log) or a smaller size than already seen (a rolled-back log).
+        """
+        key = self._keys.get(node_id)
+        raw = payload.get("checkpoint")
+        if key is None or not isinstance(raw, Mapping):
+            return "no enrolled key or no checkpoint"
+        checkpoint = Checkpoint.from_dict(raw)
+        now = self.wall_ms()
+        problem = None
+        if not checkpoint_valid(checkpoint, key.public_key):
+            problem = "checkpoint signature does not verify with the node's enrolled key"
+        else:
+            for seen in self.registry.checkpoints(node_id):
+                if int(str(seen["size"])) == checkpoint.size and seen["head"] != checkpoint.to_dict()["head"]:
+                    problem = f"fork: two checkpoints of size {checkpoint.size} with different heads"
+                elif int(str(seen["size"])) > checkpoint.size and problem is None:
+                    problem = (
+                        f"rollback: checkpoint of size {checkpoint.size} after one of size {seen['size']}"
+                    )
+        if problem is not None:
+            self.registry.raise_alarm(region, node_id, "audit", problem, at_ms=now)
+            log.error("audit checkpoint of node %s refused: %s", node_id, problem)
+            return problem
+        self.registry.add_checkpoint(node_id, region, checkpoint.to_dict(), received_ms=now)
+        erasures = payload.get("erasures")
+        if isinstance(erasures, list):
+            self.registry.add_erasures(node_id, region, [e for e in erasures if isinstance(e, Mapping)])
+        inventory = payload.get("key_inventory")
+        if isinstance(inventory, Mapping):
+            self.registry.set_key_inventory(node_id, region, inventory, received_ms=now)
+        return None
+
     # --- merging ----------------------------------------------------------------------
 
-    async def merge(self, region: str, ops_by_node: Mapping[str, Sequence[Op]]) -> dict[str, int]:
-        """Merge one region's operations in one transaction; return each node's merged seq."""
+    async def merge(
+        self,
+        region: str,
+        ops_by_node: Mapping[str, Sequence[Op]],
+        policies: Mapping[str, ResidencyPolicy] | None = None,
+    ) -> dict[str, int]:
+        """Merge one region's operations in one transaction; return each node's merged seq.
+
+        With ``policies`` (each sending node's registered policy) every operation
+        is checked first: one with a field in a form its policy forbids is not
+        merged but quarantined (ids and field names recorded, never values), and
+        counted as handled so the node's watermark moves on.
+        """
         counters = self.counters
+        quarantined: list[QuarantinedOp] = []
+        arrived: dict[tuple[str, str, str], int] = {}
+        now = self.wall_ms()
 
         def write(tx: Tx) -> dict[str, int]:
             for node_id, ops in ops_by_node.items():
+                policy = None if policies is None else policies.get(node_id)
                 for op in ops:
                     entity = BY_NAME.get(op.entity)
                     if entity is None:
                         counters.refuse("unknown_entity")
                         log.warning("refused op %s:%d for unknown entity %r", node_id, op.seq, op.entity)
                         continue
+                    if policy is not None:
+                        problems = check_op(op, policy, is_sealed=looks_sealed, is_pseudonym=looks_pseudonym)
+                        if problems:
+                            mark_handled(tx.conn, op)
+                            counters.refuse("policy_violation")
+                            counters.ops_quarantined += 1
+                            quarantined.append(_quarantined(region, op, problems, now))
+                            log.warning(
+                                "quarantined op %s:%d: %s", node_id, op.seq, "; ".join(map(str, problems))
+                            )
+                            continue
+                        for name in op.changes:
+                            if entity.has(name):
+                                data_class = entity.field(name).data_class
+                                k = (region, data_class.value, policy.forms[data_class].value)
+                                arrived[k] = arrived.get(k, 0) + 1
                     try:
                         outcome = tx.merge(entity, op)
                     except ClockDriftError as exc:
@@ -143,6 +324,13 @@ class Hub:
 
         merged = await self.store(region).write(write, actor="replication")
         counters.batches += 1
+        if quarantined or arrived:
+            self.registry.record_batch(
+                at_ms=now,
+                refusals=[(region, "policy_violation")] * len(quarantined),
+                egress=arrived,
+                quarantined=quarantined,
+            )
         for node_id, seq in merged.items():
             self.fleet.confirmed(node_id, seq)
         return merged
@@ -204,9 +392,10 @@ class Hub:
         return record
 
     async def digests(self, region: str) -> dict[str, object]:
-        """The region's state digests, in the JSON shape nodes serve too."""
+        """The region's state digests, in the JSON shape nodes serve too (under its residency policy)."""
         store = self.known_store(region)
-        return await store.read(lambda r: region_digests(r.conn, region))
+        forms = self.region_forms(region)
+        return await store.read(lambda r: region_digests(r.conn, region, forms))
 
 
 def _newest_tickets(cursor: str | None, limit: int, reader: Reader) -> list[dict[str, Value]]:
@@ -214,33 +403,33 @@ def _newest_tickets(cursor: str | None, limit: int, reader: Reader) -> list[dict
     return reader.select(TICKET, where, params, tail=f"ORDER BY id DESC LIMIT {limit}")
 
 
-class _Registry:
-    """Registered nodes survive hub restarts, so their operations are not refused after one."""
+def issue_enroll_token(registry: Registry, region: str, *, ttl_s: float, now_ms: int) -> EnrollToken:
+    """A one-time token enrolling one node into ``region``; only its hash is stored."""
+    token = new_token(region, os.urandom(8).hex(), os.urandom(24))
+    registry.add_token(
+        TokenRecord(token.token_id, region, token.secret_hash, now_ms, now_ms + int(ttl_s * 1000))
+    )
+    log.info("enrollment token %s issued for region %s", token.token_id, region)
+    return token
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, region TEXT NOT NULL, "
-            "version TEXT NOT NULL, first_seen_ms INTEGER NOT NULL)"
-        )
-        self._lock = threading.Lock()
 
-    def load(self) -> list[NodeStatus]:
-        rows = self._conn.execute("SELECT node_id, region, version, first_seen_ms FROM nodes").fetchall()
-        return [NodeStatus(n, r, v, f, 0, 0, 0, 0, None) for n, r, v, f in rows]
+def _policy(record: PolicyRecord) -> ResidencyPolicy:
+    return ResidencyPolicy.from_dict(record.forms, version=record.version)
 
-    def save(self, status: NodeStatus) -> None:
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?)",
-                (status.node_id, status.region, status.version, status.first_seen_ms),
-            )
 
-    def close(self) -> None:
-        self._conn.close()
+def _quarantined(region: str, op: Op, problems: Sequence[FormViolation], at_ms: int) -> QuarantinedOp:
+    fields = tuple(sorted({p.field for p in problems}))
+    return QuarantinedOp(
+        region, op.origin, op.seq, op.entity, op.record_id, fields, "; ".join(map(str, problems)), at_ms
+    )
+
+
+class PolicyVersionError(HubError):
+    """A node registered an older policy version than one it registered before."""
+
+    def __init__(self, node_id: str, version: int, current: int) -> None:
+        self.node_id, self.version, self.current = node_id, version, current
+        super().__init__(f"node {node_id!r} registered policy v{version}, older than its v{current}")
 
 
 __all__ = ["Hub", "NotFoundError", "UnknownRegionError", "region_digests"]

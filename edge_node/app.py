@@ -23,6 +23,7 @@ from edge_node.core.sla import PriorityTargets, SLAPolicy
 from edge_node.core.tickets import TicketSettings
 from edge_node.errors import EdgeNodeError
 from edge_node.http import create_app
+from edge_node.node_security import NodeSecurity, open_node_security
 from edge_node.replication import NodeReplicator, ReplicationSettings
 from edge_node.roster import Roster, load_roster
 from edge_node.rpc import CallControlServer, serve_grpc
@@ -183,6 +184,7 @@ async def serve(
     *,
     on_ready: Callable[[str], None],
     on_grpc_ready: Callable[[str], None] | None = None,
+    enroll_token: str | None = None,
 ) -> None:
     """Run one node until SIGINT or SIGTERM.
 
@@ -190,6 +192,7 @@ async def serve(
         config: The validated configuration.
         on_ready: Called with the HTTP URL once the node serves.
         on_grpc_ready: Called with the gRPC HOST:PORT just before `on_ready`, if gRPC is enabled.
+        enroll_token: The hub's one-time enrollment token, needed on the first contact only.
     """
     node_id, secret = prepare_data_dir(config)
     store = Store(
@@ -211,7 +214,9 @@ async def serve(
         )
     )
     call_control: CallControlServer | None = None
+    security: NodeSecurity | None = None
     try:
+        security = await open_node_security(config, node_id=node_id, store=store)
         await nats_server.start()
         settings = build_settings(config, datetime.now(UTC).date())
         service = NodeService(store, settings, region=config.region)
@@ -222,12 +227,21 @@ async def serve(
             store,
             region=config.region,
             nats_url=nats_server.client_url,
-            settings=ReplicationSettings(heartbeat_interval_s=config.sync.heartbeat_interval_s),
+            egress=security.egress,
+            enroll_token=enroll_token,
+            settings=ReplicationSettings(
+                heartbeat_interval_s=config.sync.heartbeat_interval_s,
+                checkpoint_interval_s=config.security.checkpoint_interval_s,
+            ),
             on_merged=service.reconcile_after_merge,
         )
         store.add_commit_listener(asyncio.get_running_loop(), replicator.wake)
         app = create_app(
-            service, token_secret=secret, max_body_bytes=config.http.max_body_bytes, replicator=replicator
+            service,
+            token_secret=secret,
+            max_body_bytes=config.http.max_body_bytes,
+            replicator=replicator,
+            security=security,
         )
         recorder: CallRecorder | None = None
         grpc_address = ""
@@ -275,4 +289,6 @@ async def serve(
             await call_control.stop()
         await nats_server.stop()
         store.close()
+        if security is not None:
+            security.close()
         log.info("node %s stopped; store closed", node_id)

@@ -101,11 +101,21 @@ def node_run(
             "[default: off, or [routing] in the config]"
         ),
     ] = None,
+    enroll: Annotated[
+        str | None,
+        typer.Option(
+            "--enroll",
+            metavar="TOKEN",
+            help="One-time token from `edgecare hub enroll-token`; needed only until the hub has "
+            "registered this node's key.",
+            envvar="EDGECARE_ENROLL_TOKEN",
+        ),
+    ] = None,
 ) -> None:
     """Start a regional node: the ticket API over HTTP, SQLite in the data directory.
 
-    Secrets are generated on first run. Stop it with Ctrl-C or SIGTERM; writes
-    in flight finish first.
+    Secrets, the node's Ed25519 identity and the region's keys are generated on
+    first run. Stop it with Ctrl-C or SIGTERM; writes in flight finish first.
     """
     overrides: dict[str, Any] = {}
     if region is not None:
@@ -136,6 +146,7 @@ def node_run(
             cfg,
             on_ready=lambda url: _announce(cfg, url),
             on_grpc_ready=lambda address: typer.echo(f"  grpc: {address}"),  # before the ready line
+            enroll_token=enroll,
         )
     )
 
@@ -239,6 +250,31 @@ def hub_run(
         )
 
     _run_service(lambda: serve_hub(config, on_ready=announce))
+
+
+@hub_app.command("enroll-token")
+def hub_enroll_token(
+    region: Annotated[str, typer.Option(help="The region the token enrolls one node into, e.g. eu-de.")],
+    data_dir: Annotated[Path, typer.Option(help="The hub's data directory.")] = Path("./hub-data"),
+    ttl_hours: Annotated[float, typer.Option(min=0.01, help="Hours until the token expires.")] = 24.0,
+) -> None:
+    """Print a one-time token that enrolls one node of REGION (`edgecare node run --enroll TOKEN`).
+
+    The hub stores only the token's hash; hand the token to the region's operator out of band.
+    """
+    from cloud_hub.registry import Registry
+    from cloud_hub.service import issue_enroll_token
+
+    if not (data_dir / "hub-id").exists():
+        raise _fail(f"{data_dir} is not a hub data directory; start the hub once with --data-dir {data_dir}")
+    registry = Registry(data_dir / "hub.db")
+    try:
+        token = issue_enroll_token(registry, region, ttl_s=ttl_hours * 3600, now_ms=int(time.time() * 1000))
+    except HubError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        registry.close()
+    typer.echo(token.encode())
 
 
 @hub_app.command("token")

@@ -20,6 +20,7 @@ import msgspec
 
 from edge_node.errors import EdgeNodeError
 from sync.entities import PRIORITIES
+from sync.residency import PolicyError, ResidencyPolicy
 
 REGION_PATTERN = re.compile(r"[a-z][a-z0-9-]{1,31}")
 DEFAULT_DATA_DIR = Path("./data")
@@ -109,6 +110,25 @@ class CallRoutingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     grpc_port: int = 50051
 
 
+class ResidencyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # Per data class, how its fields may leave the region: plain, sealed, pseudonymised or local.
+    public: str = "plain"
+    operational: str = "plain"
+    personal: str = "sealed"
+    media: str = "local"
+
+    def policy(self, version: int = 1) -> ResidencyPolicy:
+        """The policy these settings declare (raises PolicyError naming a bad setting)."""
+        return ResidencyPolicy.from_dict(msgspec.to_builtins(self), version=version)
+
+
+class SecurityConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # Seconds between signed audit checkpoints shipped to the hub.
+    checkpoint_interval_s: float = 10.0
+    # Audit entries between automatic checkpoints.
+    checkpoint_every: int = 64
+
+
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     region: str = "eu-de"
     data_dir: Path = DEFAULT_DATA_DIR
@@ -119,6 +139,8 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     tickets: TicketsConfig = msgspec.field(default_factory=TicketsConfig)
     sync: SyncConfig = msgspec.field(default_factory=SyncConfig)
     routing: CallRoutingConfig = msgspec.field(default_factory=CallRoutingConfig)
+    residency: ResidencyConfig = msgspec.field(default_factory=ResidencyConfig)
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
 
     @property
     def db_path(self) -> Path:
@@ -131,6 +153,18 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     @property
     def node_id_path(self) -> Path:
         return self.data_dir / "node-id"
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.data_dir / "identity"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys" / "keys.db"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit" / "audit.db"
 
 
 def parse_hostport(value: str, *, source: str = "--http") -> tuple[str, int]:
@@ -237,6 +271,12 @@ def _check(config: NodeConfig, source: str) -> None:
         raise ConfigError(source, "http.max_body_bytes must be at least 1024")
     if not 0 <= config.routing.grpc_port <= 65535:
         raise ConfigError(source, f"routing.grpc_port must be 0-65535, got {config.routing.grpc_port}")
+    try:
+        config.residency.policy()
+    except PolicyError as exc:
+        raise ConfigError(source, str(exc)) from None
+    if not config.security.checkpoint_interval_s > 0 or config.security.checkpoint_every < 1:
+        raise ConfigError(source, "security.checkpoint_interval_s and checkpoint_every must be positive")
     if not 1 <= config.storage.max_batch <= 10_000:
         raise ConfigError(source, "storage.max_batch must be between 1 and 10000")
     tickets = config.tickets

@@ -33,6 +33,7 @@ from edge_node.http_common import (
     read_json_object,
     unexpected_error,
 )
+from edge_node.node_security import NodeSecurity
 from edge_node.replication import NodeReplicator, hlc_age_s
 from edge_node.service import (
     NodeService,
@@ -329,7 +330,9 @@ async def digests(state: State, principal: Principal, region: str) -> dict[str, 
     require(principal.role, Permission.READ)
     if region != service.region:
         raise NotFoundError("region", region)
-    return await service.store.read(lambda r: region_digests(r.conn, region))
+    security: NodeSecurity | None = state.get("security")
+    forms = security.egress.forms if security is not None else None
+    return await service.store.read(lambda r: region_digests(r.conn, region, forms))
 
 
 @get(f"{API}/replication", tags=["replication"], summary="Replication to the hub: backlog, lag, refusals")
@@ -383,6 +386,7 @@ def create_app(
     token_secret: bytes,
     max_body_bytes: int,
     replicator: NodeReplicator | None = None,
+    security: NodeSecurity | None = None,
 ) -> Litestar:
     """The litestar application for one node."""
     return Litestar(
@@ -395,7 +399,9 @@ def create_app(
             HTTPException: http_error,
             Exception: unexpected_error,
         },
-        state=State({"service": service, "token_secret": token_secret, "replicator": replicator}),
+        state=State(
+            {"service": service, "token_secret": token_secret, "replicator": replicator, "security": security}
+        ),
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="EdgeCare regional node",

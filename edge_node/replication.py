@@ -14,6 +14,12 @@ Acknowledgement chain (what each step means):
    pending state (``hub_acked_seq`` in node_meta). If the watermark stops
    moving, or moves backwards (a hub restored from backup), the node sends again
    from it: merges are idempotent, so a resend is always safe.
+
+Before any of that the node must be enrolled: on first contact it sends the
+one-time token from ``--enroll`` with its Ed25519 public key, then registers
+its residency policy. Every message after that is a signed frame, and every
+operation leaves in the form its policy allows (:mod:`edge_node.egress`).
+Signed audit checkpoints go to the hub every ``checkpoint_interval_s``.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -37,6 +44,7 @@ from nats.js.api import ConsumerConfig
 from nats.js.errors import Error as JetStreamError
 
 from edge_node import __version__
+from edge_node.egress import Egress
 from edge_node.store import Reader, Store, Tx
 from sync import subjects
 from sync.crdt import Op
@@ -49,6 +57,7 @@ log = logging.getLogger(__name__)
 
 HUB_DOMAIN = "hub"
 ACKED_KEY = "hub_acked_seq"
+ENROLLED_KEY = "enrolled_at_hub"
 DOWN_ACK_WAIT_S = 3.0
 IDLE_CHECK_S = 5.0  # with nothing pending, still ask now and then: a restored hub may have lost ops
 TRANSIENT = (NatsError, JetStreamError, NatsTimeoutError, NoRespondersError, TimeoutError, OSError)
@@ -65,6 +74,7 @@ class ReplicationSettings:
     batch_max_ops: int = 1000
     batch_max_bytes: int = 256_000
     inbound_batch: int = 100
+    checkpoint_interval_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +101,21 @@ class NodeReplicator:
         *,
         region: str,
         nats_url: str,
+        egress: Egress,
         settings: ReplicationSettings | None = None,
         on_merged: Callable[[list[str]], Awaitable[None]] | None = None,
+        connect_options: dict[str, object] | None = None,
+        enroll_token: str | None = None,
     ) -> None:
         self.store = store
         self.region = region
         self.node_id = store.node_id
         self.nats_url = nats_url
+        self.egress = egress
         self.settings = settings or ReplicationSettings()
+        self._connect_options = connect_options or {}
+        self._enroll_token = enroll_token
+        self._shipped_audit_size = 0
         self._on_merged = on_merged
         self._nc: NATS | None = None
         self._wake = asyncio.Event()
@@ -127,6 +144,8 @@ class NodeReplicator:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.25,
             allow_reconnect=True,
+            inbox_prefix=subjects.inbox_prefix(self.region).encode(),
+            **self._connect_options,  # TLS settings from provisioning
         )
         log.info(
             "replication started: node %s, region %s, %d ops already confirmed by the hub",
@@ -140,6 +159,7 @@ class NodeReplicator:
                 tg.create_task(self._drain_loop(), name="drain")
                 tg.create_task(self._confirm_loop(), name="confirm")
                 tg.create_task(self._inbound_loop(), name="inbound")
+                tg.create_task(self._audit_loop(), name="audit-checkpoints")
         finally:
             with contextlib.suppress(*TRANSIENT):
                 # close, not drain: drain() waits up to 30 s on pull subscriptions, and
@@ -166,39 +186,126 @@ class NodeReplicator:
             raise SyncError("replication is not connected")
         return self._nc
 
-    # --- heartbeat: also the node's hello, which the hub needs before it merges ------------
+    # --- hello: enrollment, policy, then heartbeats ---------------------------------------
+
+    async def _request(self, subject: str, kind: str, body: dict[str, object]) -> dict[str, object]:
+        frame = self.egress.sign(subject, kind, msgpack.packb(body), self.store.wall_ms())
+        reply = await self.nc.request(subject, frame, timeout=2)
+        answer = msgpack.unpackb(reply.data)
+        if not isinstance(answer, dict):
+            raise SyncError(f"the hub answered {subject} with a {type(answer).__name__}")
+        return answer
+
+    async def _enroll(self) -> bool:
+        """Enroll at the hub once; True when this node is (or already was) enrolled."""
+        if await self.store.read(lambda r: r.meta(ENROLLED_KEY)) is not None:
+            return True
+        if self._enroll_token is None:
+            log.error(
+                "node %s is not enrolled at the hub: ask central ops for a token "
+                "(edgecare hub enroll-token --region %s) and restart with --enroll TOKEN; "
+                "the node keeps serving and queues its changes",
+                self.node_id,
+                self.region,
+            )
+            return False
+        body: dict[str, object] = {
+            "token": self._enroll_token,
+            "public_key": self.egress.identity.public_key,
+            "version": __version__,
+        }
+        answer = await self._request(subjects.enroll_subject(self.region), "enroll", body)
+        if not answer.get("ok"):
+            log.error("the hub refused this node's enrollment: %s", answer.get("error"))
+            return False
+        hub_id = str(answer.get("hub_id", "hub"))
+        await self.store.write(lambda tx: tx.set_meta(ENROLLED_KEY, hub_id), actor="replication")
+        log.info("node %s enrolled at hub %s for region %s", self.node_id, hub_id, self.region)
+        return True
+
+    async def _register_policy(self) -> bool:
+        policy = self.egress.policy
+        body: dict[str, object] = {"version": policy.version, "forms": policy.as_dict()}
+        answer = await self._request(subjects.policy_subject(self.region, self.node_id), "policy", body)
+        if not answer.get("ok"):
+            log.error("the hub refused residency policy v%d: %s", policy.version, answer.get("error"))
+            return False
+        log.info("residency policy v%d registered at the hub: %s", policy.version, policy.as_dict())
+        return True
 
     async def _heartbeat_loop(self) -> None:
+        ready = False
         while True:
-            stats = self.statistics()
-            body = {
-                "node_id": self.node_id,
-                "region": self.region,
-                "version": __version__,
-                "last_seq": stats.last_seq,
-                "acked_seq": stats.acked_seq,
-                "backlog_ops": stats.backlog_ops,
-                "oldest_pending_hlc": stats.oldest_pending_hlc,
-                "sent_at_ms": self.store.wall_ms(),
-            }
             try:
-                reply = await self.nc.request(
-                    subjects.heartbeat_subject(self.region, self.node_id), msgpack.packb(body), timeout=2
-                )
-                answer = msgpack.unpackb(reply.data)
-                if answer.get("ok"):
-                    if not self._hub_seen.is_set():
-                        log.info("hub reachable: node %s registered for region %s", self.node_id, self.region)
-                    self._hub_seen.set()
-                    self._wake.set()
-                else:
-                    log.warning("hub refused this node's heartbeat: %s", answer.get("error"))
-                    self._hub_seen.clear()
+                if not ready:
+                    ready = await self._enroll() and await self._register_policy()
+                if ready:
+                    await self._heartbeat()
             except TRANSIENT:
                 if self._hub_seen.is_set():
                     log.warning("hub unreachable; the node keeps serving and queues its changes")
                 self._hub_seen.clear()
             await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+    async def _heartbeat(self) -> None:
+        stats = self.statistics()
+        body: dict[str, object] = {
+            "version": __version__,
+            "last_seq": stats.last_seq,
+            "acked_seq": stats.acked_seq,
+            "backlog_ops": stats.backlog_ops,
+            "oldest_pending_hlc": stats.oldest_pending_hlc,
+            "sent_at_ms": self.store.wall_ms(),
+        }
+        answer = await self._request(subjects.heartbeat_subject(self.region, self.node_id), "heartbeat", body)
+        if answer.get("ok"):
+            if not self._hub_seen.is_set():
+                log.info("hub reachable: node %s of region %s replicating", self.node_id, self.region)
+            self._hub_seen.set()
+            self._wake.set()
+        else:
+            log.warning("hub refused this node's heartbeat: %s", answer.get("error"))
+            self._hub_seen.clear()
+
+    # --- audit checkpoints up --------------------------------------------------------------
+
+    async def _audit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_interval_s)
+            if not self._hub_seen.is_set():
+                continue
+            try:
+                await self.ship_checkpoint()
+            except TRANSIENT as exc:
+                log.info("shipping the audit checkpoint failed (%s); retrying", type(exc).__name__)
+
+    async def ship_checkpoint(self) -> bool:
+        """Sign the audit log's head and send it, with erasures and the key inventory, to the hub."""
+        audit = self.egress.audit
+        if audit.statistics().entries == self._shipped_audit_size:
+            return False
+        checkpoint = await asyncio.to_thread(audit.checkpoint)
+        erasures = [
+            {
+                "key_id": e.body.get("key_id"),
+                "customer_id": e.body.get("customer_id"),
+                "at_ms": e.at_ms,
+                "seq": e.seq,
+            }
+            for e in await asyncio.to_thread(audit.entries, kinds=("erasure",))
+        ]
+        body: dict[str, object] = {
+            "checkpoint": checkpoint.to_dict(),
+            "erasures": erasures,
+            "key_inventory": self.egress.key_inventory(),
+        }
+        answer = await self._request(subjects.audit_subject(self.region, self.node_id), "audit", body)
+        if not answer.get("ok"):
+            log.error("the hub refused audit checkpoint %d: %s", checkpoint.size, answer.get("error"))
+            return False
+        self._shipped_audit_size = checkpoint.size
+        log.debug("->> audit checkpoint %d", checkpoint.size)
+        return True
 
     # --- up: change log -> hub --------------------------------------------------------
 
@@ -213,21 +320,32 @@ class NodeReplicator:
             self._wake.clear()
             while self._hub_seen.is_set() and self.published_seq < self.store.statistics().last_seq:
                 start = self.published_seq
-                ops = await self.store.read(partial(_ops_after, start, self.settings.batch_max_ops))
+                ops, customers = await self.store.read(
+                    partial(_ops_after, start, self.settings.batch_max_ops)
+                )
                 if not ops:
                     break
                 if start == self.acked_seq:
                     self._oldest_pending_hlc = ops[0].hlc
+                prepared = await asyncio.to_thread(self.egress.prepare, ops, customers)
                 batches = split_batches(
-                    self.region, self.node_id, ops, max_bytes=self.settings.batch_max_bytes
+                    self.region, self.node_id, prepared.ops, max_bytes=self.settings.batch_max_bytes
+                )
+                frames = [
+                    (batch, self.egress.sign(subject, "ops", encode_batch(batch), self.store.wall_ms()))
+                    for batch in batches
+                ]
+                # audited before anything leaves, so the log never shows less than what may have left
+                await asyncio.to_thread(
+                    self.egress.record_batch,
+                    ops[0].seq,
+                    ops[-1].seq,
+                    prepared,
+                    size_bytes=sum(len(f) for _, f in frames),
                 )
                 try:
-                    for batch in batches:
-                        await js.publish(
-                            subject,
-                            encode_batch(batch),
-                            headers={"Nats-Msg-Id": self._msg_id(batch)},
-                        )
+                    for batch, frame in frames:
+                        await js.publish(subject, frame, headers={"Nats-Msg-Id": self._msg_id(batch)})
                         self.published_seq = batch.last_seq
                         self._batches_sent += 1
                         log.debug(
@@ -255,7 +373,7 @@ class NodeReplicator:
                 continue
             self._last_check = time.monotonic()
             try:
-                reply = await self.nc.request(subjects.ack_subject(self.node_id), b"", timeout=2)
+                reply = await self.nc.request(subjects.ack_subject(self.region, self.node_id), b"", timeout=2)
             except TRANSIENT:
                 continue
             answer = msgpack.unpackb(reply.data)
@@ -294,7 +412,7 @@ class NodeReplicator:
     # --- down: the hub's edits for this region ----------------------------------------
 
     async def _inbound_loop(self) -> None:
-        durable = f"down-{self.node_id}"
+        durable = subjects.down_consumer(self.node_id)
         while True:
             await self._hub_seen.wait()
             try:
@@ -302,7 +420,7 @@ class NodeReplicator:
                 sub = await js.pull_subscribe(
                     subjects.down_subject(self.region),
                     durable=durable,
-                    stream=subjects.HUB_DOWN_STREAM,
+                    stream=subjects.down_stream(self.region),
                     # an edit delivered into the pull request of a node that just stopped
                     # comes back after ack_wait; the server's 30 s default is too slow
                     config=ConsumerConfig(ack_wait=DOWN_ACK_WAIT_S),
@@ -364,8 +482,27 @@ class NodeReplicator:
         log.warning("refused: %s", message)
 
 
-def _ops_after(seq: int, limit: int, reader: Reader) -> list[Op]:
-    return reader.crdt_ops(after_seq=seq, limit=limit)
+def _ops_after(seq: int, limit: int, reader: Reader) -> tuple[list[Op], dict[tuple[str, str], str | None]]:
+    """The next ops and the customer each of their records belongs to (whose key seals it)."""
+    ops = reader.crdt_ops(after_seq=seq, limit=limit)
+    return ops, customers_of(reader.conn, ops)
+
+
+def customers_of(conn: sqlite3.Connection, ops: Sequence[Op]) -> dict[tuple[str, str], str | None]:
+    """``{(entity, record id): customer id}`` for the ticket and comment records of ``ops``."""
+    out: dict[tuple[str, str], str | None] = {}
+    queries = {
+        "ticket": "SELECT id, customer_id FROM tickets WHERE id IN ({})",
+        "comment": "SELECT c.id, t.customer_id FROM ticket_comments c JOIN tickets t ON t.id = c.ticket_id "
+        "WHERE c.id IN ({})",
+    }
+    for entity, sql in queries.items():
+        ids = sorted({op.record_id for op in ops if op.entity == entity})
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = conn.execute(sql.format(", ".join("?" * len(chunk))), chunk)
+            out.update({(entity, str(r)): None if c is None else str(c) for r, c in rows})
+    return out
 
 
 def hlc_age_s(hlc: int | None, now_ms: int) -> float | None:

@@ -5,11 +5,21 @@ Theory of operation
 A node publishes its outbox to ``ec.ops.<region>.<node>``; the hub's
 JetStream stream ``EC_OPS`` captures ``ec.ops.>``, so one stream holds every
 region's ops and a subject filter picks one region or node. Edits made at the
-hub (or relayed to a region) go to ``ec.down.<region>``, captured by
-``EC_DOWN``, which each region's node consumes. Heartbeats (liveness and
-watermarks) go to ``ec.hb.<region>.<node>``. ``ec.ack.<node>`` is a plain
-request/reply subject: a node asks the hub "what have you merged from me" and
-the hub answers with its merged watermark for that node.
+hub (or relayed to a region) go to ``ec.down.<region>``, captured by the
+region's own stream ``EC_DOWN_<region>``, which that region's nodes consume: one
+stream per region lets NATS permissions confine a region's credentials to its
+own stream. Heartbeats (liveness and watermarks) go to
+``ec.hb.<region>.<node>``. ``ec.ack.<region>.<node>`` is a plain request/reply
+subject: a node asks the hub "what have you merged from me" and the hub answers
+with its merged watermark for that node. A node enrolls on
+``ec.enroll.<region>``, registers its residency policy on
+``ec.policy.<region>.<node>`` and ships its audit checkpoints on
+``ec.audit.<region>.<node>``; its replies come back under
+``_INBOX.<region>.``, so a region's credentials need no view of other inboxes.
+
+Every subject a region may use starts with a token naming the region, so NATS
+permissions can allow ``ec.*.<region>.>``-style patterns per region
+(:func:`region_publish_subjects`, :func:`region_subscribe_subjects`).
 
 Region and node ids become subject tokens, so they must not contain what NATS
 gives a meaning to: ``.`` separates tokens, ``*`` and ``>`` are wildcards, and
@@ -31,7 +41,10 @@ DOWN_WILDCARD: Final = "ec.down.>"
 HEARTBEAT_WILDCARD: Final = "ec.hb.>"
 ACK_WILDCARD: Final = "ec.ack.>"
 HUB_OPS_STREAM: Final = "EC_OPS"
-HUB_DOWN_STREAM: Final = "EC_DOWN"
+ENROLL_WILDCARD: Final = "ec.enroll.*"
+POLICY_WILDCARD: Final = "ec.policy.>"
+AUDIT_WILDCARD: Final = "ec.audit.>"
+DOWN_STREAM_PREFIX: Final = "EC_DOWN_"
 
 _BAD = re.compile(r"[.*>\s\x00-\x1f\x7f]")
 
@@ -90,9 +103,57 @@ def heartbeat_subject(region: str, node_id: str) -> str:
     return f"ec.hb.{check_token(region, 'region')}.{check_token(node_id, 'node id')}"
 
 
-def ack_subject(node_id: str) -> str:
-    """Where a node asks the hub for its merged watermark: ``ec.ack.<node>``."""
-    return f"ec.ack.{check_token(node_id, 'node id')}"
+def ack_subject(region: str, node_id: str) -> str:
+    """Where a node asks the hub for its merged watermark: ``ec.ack.<region>.<node>``."""
+    return f"ec.ack.{check_token(region, 'region')}.{check_token(node_id, 'node id')}"
+
+
+def down_stream(region: str) -> str:
+    """The hub's JetStream stream holding ``region``'s down edits: ``EC_DOWN_<region>``."""
+    return f"{DOWN_STREAM_PREFIX}{check_token(region, 'region')}"
+
+
+def down_consumer(node_id: str) -> str:
+    """The durable consumer name a node reads its region's down stream with."""
+    return f"down-{check_token(node_id, 'node id')}"
+
+
+def enroll_subject(region: str) -> str:
+    """Where a new node of ``region`` asks to be enrolled: ``ec.enroll.<region>``."""
+    return f"ec.enroll.{check_token(region, 'region')}"
+
+
+def policy_subject(region: str, node_id: str) -> str:
+    """Where a node registers its residency policy: ``ec.policy.<region>.<node>``."""
+    return f"ec.policy.{check_token(region, 'region')}.{check_token(node_id, 'node id')}"
+
+
+def audit_subject(region: str, node_id: str) -> str:
+    """Where a node ships its signed audit checkpoints: ``ec.audit.<region>.<node>``."""
+    return f"ec.audit.{check_token(region, 'region')}.{check_token(node_id, 'node id')}"
+
+
+def inbox_prefix(region: str) -> str:
+    """The reply-inbox prefix of a region's connections: ``_INBOX.<region>``."""
+    return f"_INBOX.{check_token(region, 'region')}"
+
+
+def region_publish_subjects(region: str) -> tuple[str, ...]:
+    """What a region's credentials may publish at the hub (plain subjects; JetStream API apart)."""
+    r = check_token(region, "region")
+    return (
+        f"ec.ops.{r}.*",
+        f"ec.hb.{r}.*",
+        f"ec.ack.{r}.*",
+        f"ec.enroll.{r}",
+        f"ec.policy.{r}.*",
+        f"ec.audit.{r}.*",
+    )
+
+
+def region_subscribe_subjects(region: str) -> tuple[str, ...]:
+    """What a region's credentials may receive from the hub (plain subjects; JetStream API apart)."""
+    return (f"{inbox_prefix(region)}.>",)
 
 
 def _parse(subject: str, kind: str, parts: int) -> list[str]:
@@ -118,6 +179,18 @@ def parse_heartbeat_subject(subject: str) -> tuple[str, str]:
     """``(region, node_id)`` of a heartbeat subject; raise if it is not one."""
     region, node_id = _parse(subject, "hb", 4)
     return region, node_id
+
+
+def parse_region_node_subject(subject: str, kind: str) -> tuple[str, str]:
+    """``(region, node_id)`` of an ``ec.<kind>.<region>.<node>`` subject; raise if it is not one."""
+    region, node_id = _parse(subject, kind, 4)
+    return region, node_id
+
+
+def parse_enroll_subject(subject: str) -> str:
+    """The region of an enrollment subject; raise if it is not one."""
+    (region,) = _parse(subject, "enroll", 3)
+    return region
 
 
 def parse_down_subject(subject: str) -> str:

@@ -19,6 +19,7 @@ from sync.crdt import Counter, FieldChange, Op, ORSet, Register, StorageValue, V
 from sync.digest import DigestReport, digest, digests_json
 from sync.entities import ENTITIES
 from sync.entity import Entity, Kind, MergeKind, Value, to_storage
+from sync.residency import Form
 from sync.transport.codec import decode_orset, encode_orset
 
 REPLICA_TABLES = (
@@ -220,22 +221,45 @@ def save_set(conn: sqlite3.Connection, entity: str, record_id: str, field: str, 
     )
 
 
-def region_digests(conn: sqlite3.Connection, region: str) -> dict[str, object]:
+def region_digests(
+    conn: sqlite3.Connection, region: str, forms: Mapping[str, Mapping[str, Form]] | None = None
+) -> dict[str, object]:
     """Digests of every entity table of one region's replica, in the shape node and hub serve.
 
     Null columns are left out, so a column a replica never heard of and a null
-    one digest alike.
+    one digest alike. With ``forms`` (the region's residency policy per field)
+    the digest covers what both sides of the egress hold: a sealed or
+    pseudonymised field counts by its version (the node has the plaintext, the
+    hub a ciphertext or token of the same write), a local field not at all.
     """
     reports = []
     for entity in ENTITIES:
+        field_forms = forms.get(entity.name, {}) if forms is not None else {}
+        hidden = {n for n, f in field_forms.items() if f is not Form.PLAIN}
         cur = conn.execute(f"SELECT * FROM {entity.table}")  # noqa: S608 - declared table names
         names = [d[0] for d in cur.description]
         rows = []
         for values in cur.fetchall():
             record = {n: v for n, v in zip(names, values, strict=True) if v is not None}
+            if hidden:
+                versions = _versions(conn, entity.name, str(record["id"])) if hidden & record.keys() else {}
+                for name in hidden & record.keys():
+                    version = versions.get(name)
+                    if field_forms[name] is Form.LOCAL or version is None:
+                        del record[name]
+                    else:
+                        record[name] = f"version:{version.hlc}:{version.node}"
             rows.append((str(record["id"]), record))
         reports.append(DigestReport(region, entity.name, len(rows), digest(rows)))
     return digests_json(region, reports)
+
+
+def mark_handled(conn: sqlite3.Connection, op: Op) -> bool:
+    """Count ``op`` as dealt with without merging it (refused and quarantined); False if it was already.
+
+    The origin's gap-free watermark moves past it, so the origin does not send it forever.
+    """
+    return _note_seq(conn, op.origin, op.seq, op.hlc)
 
 
 __all__ = [
@@ -244,6 +268,7 @@ __all__ = [
     "MergeOutcome",
     "contiguous_seq",
     "load_set",
+    "mark_handled",
     "merge_op",
     "progress",
     "record_local",

@@ -8,9 +8,11 @@ also when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -90,18 +92,40 @@ def start_node(
     data_dir: Path,
     *,
     region: str = "eu-de",
-    hub: str | None = None,
+    hub: str | HubProcess | None = None,
     http: str = "127.0.0.1:0",
     extra: tuple[str, ...] = (),
+    enroll: str | None = None,
 ) -> NodeProcess:
     """Start a node and return once it is ready; raise with its output if it is not.
 
-    ``http`` may pin the port, so a restarted node keeps its address.
+    ``http`` may pin the port, so a restarted node keeps its address. With a hub
+    this test session started (its process or its leaf URL), the node gets a fresh
+    enrollment token from it unless ``enroll`` names one; an enrolled node ignores it.
     """
     args = ["node", "run", "--region", region, "--data-dir", str(data_dir), "--http", http, *extra]
     if hub is not None:
-        args += ["--hub", hub]
+        leaf = hub.leaf_url if isinstance(hub, HubProcess) else hub
+        started = hub if isinstance(hub, HubProcess) else _HUBS.get(leaf)
+        if enroll is None and started is not None and not _enrolled(data_dir):
+            enroll = started.enroll_token(region)
+        args += ["--hub", leaf]
+    if enroll is not None:
+        args += ["--enroll", enroll]
     return _spawn(args, data_dir, READY)
+
+
+def _enrolled(data_dir: Path) -> bool:
+    """Whether the node in ``data_dir`` finished enrolling at its hub (it then needs no token)."""
+    db = data_dir / "edgecare.db"
+    if not db.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        try:
+            row = conn.execute("SELECT 1 FROM node_meta WHERE key = 'enrolled_at_hub'").fetchone()
+        except sqlite3.OperationalError:
+            return False
+    return row is not None
 
 
 def _spawn(args: list[str], data_dir: Path, ready_line: re.Pattern[str]) -> NodeProcess:
@@ -163,17 +187,27 @@ class HubProcess:
         return _find(HUB_NATS, self.node.log)
 
     def token(self, role: str = "central_ops") -> str:
-        args = ["hub", "token", "--data-dir", str(self.node.data_dir), "--role", role]
-        done = subprocess.run(_command(*args), capture_output=True, text=True, timeout=60, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"hub token failed ({done.returncode}): {done.stderr}")
-        return done.stdout.strip()
+        return _run_hub_command("token", "--data-dir", str(self.node.data_dir), "--role", role)
+
+    def enroll_token(self, region: str) -> str:
+        """A one-time enrollment token for a node of ``region`` (``edgecare hub enroll-token``)."""
+        return _run_hub_command("enroll-token", "--data-dir", str(self.node.data_dir), "--region", region)
 
     def kill(self) -> None:
         self.node.kill()
 
     def stop(self) -> int:
         return self.node.stop()
+
+
+_HUBS: dict[str, HubProcess] = {}  # leaf URL -> the hub this session started there
+
+
+def _run_hub_command(*args: str) -> str:
+    done = subprocess.run(_command("hub", *args), capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"hub {args[0]} failed ({done.returncode}): {done.stderr}")
+    return done.stdout.strip()
 
 
 def _find(pattern: re.Pattern[str], text: str) -> str:
@@ -188,7 +222,9 @@ def start_hub(
 ) -> HubProcess:
     """Start a hub; pin ``nats``/``leaf``/``http`` to restart it where nodes expect it."""
     args = ["hub", "run", "--data-dir", str(data_dir), "--nats", nats, "--leaf", leaf, "--http", http]
-    return HubProcess(_spawn(args, data_dir, HUB_READY))  # the URL lines come before the ready line
+    hub = HubProcess(_spawn(args, data_dir, HUB_READY))  # the URL lines come before the ready line
+    _HUBS[hub.leaf_url] = hub
+    return hub
 
 
 @contextmanager

@@ -25,20 +25,29 @@ from sync.entity import MergeKind
 from sync.errors import SyncError
 from sync.subjects import (
     HEARTBEAT_WILDCARD,
-    HUB_DOWN_STREAM,
     HUB_OPS_STREAM,
     OPS_WILDCARD,
     SubjectFormatError,
     SubjectTokenError,
     ack_subject,
+    audit_subject,
     check_token,
+    down_consumer,
+    down_stream,
     down_subject,
+    enroll_subject,
     heartbeat_subject,
+    inbox_prefix,
     ops_subject,
     parse_down_subject,
+    parse_enroll_subject,
     parse_heartbeat_subject,
     parse_ops_subject,
+    parse_region_node_subject,
+    policy_subject,
     region_ops_wildcard,
+    region_publish_subjects,
+    region_subscribe_subjects,
 )
 from sync.transport.codec import (
     decode_batch,
@@ -149,9 +158,23 @@ def test_subject_names() -> None:
     assert region_ops_wildcard("eu-west") == "ec.ops.eu-west.*"
     assert down_subject("eu-west") == "ec.down.eu-west"
     assert heartbeat_subject("eu-west", "node-1") == "ec.hb.eu-west.node-1"
-    assert ack_subject("node-1") == "ec.ack.node-1"
+    assert ack_subject("eu-west", "node-1") == "ec.ack.eu-west.node-1"
     assert (OPS_WILDCARD, HEARTBEAT_WILDCARD) == ("ec.ops.>", "ec.hb.>")
-    assert (HUB_OPS_STREAM, HUB_DOWN_STREAM) == ("EC_OPS", "EC_DOWN")
+    assert HUB_OPS_STREAM == "EC_OPS"
+    assert down_stream("eu-west") == "EC_DOWN_eu-west"
+    assert down_consumer("node-1") == "down-node-1"
+    assert enroll_subject("eu-west") == "ec.enroll.eu-west"
+    assert policy_subject("eu-west", "node-1") == "ec.policy.eu-west.node-1"
+    assert audit_subject("eu-west", "node-1") == "ec.audit.eu-west.node-1"
+    assert inbox_prefix("eu-west") == "_INBOX.eu-west"
+    assert parse_region_node_subject("ec.audit.eu-west.node-1", "audit") == ("eu-west", "node-1")
+    assert parse_enroll_subject("ec.enroll.eu-west") == "eu-west"
+
+
+def test_every_region_subject_starts_with_the_region_token() -> None:
+    """What makes per-region NATS permissions possible: a region's subjects name it first."""
+    for subject in (*region_publish_subjects("eu-west"), *region_subscribe_subjects("eu-west")):
+        assert subject.split(".")[2 if subject.startswith("ec.") else 1] == "eu-west", subject
 
 
 @pytest.mark.parametrize(
@@ -172,7 +195,7 @@ def test_bad_tokens_are_refused_by_name(token: str, problem: str) -> None:
     assert info.value.what == "region"
     assert isinstance(info.value, SyncError)
     with pytest.raises(SubjectTokenError, match="node id"):
-        ack_subject(token)
+        ack_subject("eu-west", token)
 
 
 def test_tokens_may_hold_other_characters() -> None:
