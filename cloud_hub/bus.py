@@ -6,7 +6,11 @@ parses anything, then the frame's region against the subject and the node's
 enrolled region, then the replay guard. Only then is the payload decoded.
 Each refusal is counted by reason (in memory for ``/replication``, per day in
 ``hub.db`` for the compliance report), logged, and the message terminated:
-never merged, never acked as merged.
+never merged, never acked as merged. Operation batches count under the frame
+reasons themselves (``unsigned``, ``forged``, ``altered``, ``replayed``, ...,
+plus ``policy_unregistered``); requests on the other subjects under the
+subject's kind (``heartbeat_unknown_node``, ``enroll_token_used``, ...), so the
+batch counters reconcile exactly with what was sent.
 
 The ``EC_OPS`` stream runs on the hub's nats-server with ``sync_interval:
 always``, so a node's PubAck means its batch is on the hub's disk. A durable
@@ -38,7 +42,7 @@ from nats.js.errors import Error as JetStreamError
 from cloud_hub.core.enrollment import EnrollClaim, EnrollmentError, parse_token
 from cloud_hub.core.fleet import Heartbeat
 from cloud_hub.errors import HubError
-from cloud_hub.service import Hub
+from cloud_hub.service import Hub, PolicyUnknownError
 from edge_node.store import Reader, Tx
 from security.frames import (
     FrameRejected,
@@ -227,10 +231,10 @@ class HubBus:
             self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, None)
             answer: dict[str, object] = {"ok": True}
         except FrameRejected as exc:
-            self._refused(region, exc.reason, msg.subject, str(exc))
+            self._refused(region, f"heartbeat_{exc.reason}", msg.subject, str(exc))
             answer = {"ok": False, "error": str(exc), "reason": exc.reason}
         except UNPARSED as exc:
-            self._refused(region, "bad_heartbeat", msg.subject, str(exc))
+            self._refused(region, "heartbeat_malformed", msg.subject, str(exc))
             answer = {"ok": False, "error": str(exc)}
         await self._answer(msg, answer)
 
@@ -248,10 +252,10 @@ class HubBus:
             self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, None)
             answer: dict[str, object] = {"ok": True}
         except FrameRejected as exc:
-            self._refused(region, exc.reason, msg.subject, str(exc))
+            self._refused(region, f"policy_{exc.reason}", msg.subject, str(exc))
             answer = {"ok": False, "error": str(exc)}
         except (*UNPARSED, ResidencyError) as exc:
-            self._refused(region, "bad_policy", msg.subject, str(exc))
+            self._refused(region, "policy_malformed", msg.subject, str(exc))
             answer = {"ok": False, "error": str(exc)}
         await self._answer(msg, answer)
 
@@ -266,10 +270,10 @@ class HubBus:
             if problem is not None:
                 answer["error"] = problem
         except FrameRejected as exc:
-            self._refused(region, exc.reason, msg.subject, str(exc))
+            self._refused(region, f"audit_{exc.reason}", msg.subject, str(exc))
             answer = {"ok": False, "error": str(exc)}
         except UNPARSED as exc:
-            self._refused(region, "bad_checkpoint", msg.subject, str(exc))
+            self._refused(region, "audit_malformed", msg.subject, str(exc))
             answer = {"ok": False, "error": str(exc)}
         await self._answer(msg, answer)
 
@@ -318,8 +322,8 @@ class HubBus:
             )
         try:
             policy = self.hub.policy_of(frame.node_id, frame.policy_version)
-        except HubError as exc:
-            raise FrameRejected("malformed", str(exc), msg.subject) from None
+        except PolicyUnknownError as exc:
+            raise _Refusal("policy_unregistered", str(exc)) from None
         return frame, batch, policy
 
     async def _merge_messages(self, msgs: list[Msg]) -> None:
@@ -330,8 +334,8 @@ class HubBus:
         for msg in msgs:
             try:
                 frame, batch, policy = self._accept(msg)
-            except (FrameRejected, SyncError) as exc:
-                reason = exc.reason if isinstance(exc, FrameRejected) else "malformed"
+            except (FrameRejected, _Refusal, SyncError) as exc:
+                reason = exc.reason if isinstance(exc, FrameRejected | _Refusal) else "malformed"
                 self.hub.counters.refuse(reason)
                 refusals.append((_subject_region(msg.subject), reason))
                 log.warning("refused batch on %s: %s", msg.subject, exc)
@@ -402,6 +406,14 @@ class HubBus:
                     batch.last_seq,
                 )
             await store.write(partial(_set_down_published, ops[-1].seq), actor="replication")
+
+
+class _Refusal(HubError):
+    """A verified frame the hub still refuses (a reason beyond the frame checks)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 def _guarded(handler: Callable[[Msg], Awaitable[None]]) -> Callable[[Msg], Awaitable[None]]:
