@@ -17,6 +17,14 @@ probe-then-bind race is possible. After the first start the chosen ports are
 pinned into the config, so every restart binds the same ports and clients and
 leaf nodes reconnect to the address they already know.
 
+Security (all optional; without it the server is open, as for local tests):
+``tls`` requires TLS on the client listener, ``leaf_tls`` on the leaf
+listener, ``users`` renders an ``authorization`` block whose users also
+authenticate leaf connections, and ``leaf_remote_user``/``_password``/``_tls``
+let a leaf log in to the hub over TLS. How these render, and why, is in
+``natsd_auth``. The config file is written with mode 0600 because a leaf
+remote's password must be in it in clear.
+
 The server's output is drained continuously (a full pipe would stall the
 server), logged at DEBUG, and its last lines are kept for error messages.
 """
@@ -37,20 +45,30 @@ import shutil
 import signal
 import sys
 import sysconfig
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from types import TracebackType
 from typing import Final, Self
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from sync.errors import SyncError
+from sync.transport.natsd_auth import (
+    ERROR_TAIL_LINES,
+    LeafRemoteTLS,
+    NatsConfigError,
+    NatsServerError,
+    NatsUser,
+    TLSFiles,
+    check_users,
+    client_tls_context,
+    render_remote,
+    render_tls,
+    render_users,
+)
 
 LOG = logging.getLogger(__name__)
 
 BINARY_NAMES: Final = ("nats-server", "nats-server.exe")
 LOG_TAIL_LINES: Final = 200
-ERROR_TAIL_LINES: Final = 20
 DEFAULT_START_TIMEOUT_S: Final = 15.0
 DEFAULT_STOP_TIMEOUT_S: Final = 10.0
 RESTART_BACKOFF_MIN_S: Final = 0.5
@@ -60,47 +78,27 @@ LEAF_REMOTE_SCHEMES: Final = frozenset({"nats-leaf", "nats", "tls", "ws", "wss"}
 
 _CLIENT_LISTEN: Final = re.compile(r"Listening for client connections on (?P<host>\S+):(?P<port>\d+)")
 _LEAF_LISTEN: Final = re.compile(r"Listening for leafnode connections on (?P<host>\S+):(?P<port>\d+)")
+_MONITOR_LISTEN: Final = re.compile(r"Starting http monitor on (?P<host>\S+):(?P<port>\d+)")
 _READY: Final = "Server is ready"
 _WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 - names, not binds
 _FORBIDDEN_IN_NAMES: Final = re.compile(r"[\s.*>]")
 _READ_CHUNK: Final = 64 * 1024
+CONF_FILE_MODE: Final = 0o600  # a leaf remote's password is in the file
 
-
-class NatsServerError(SyncError):
-    """nats-server could not be found, started or configured.
-
-    The message names the problem, the binary and the client port when known,
-    and ends with the last lines the server logged.
-    """
-
-    def __init__(
-        self,
-        problem: str,
-        *,
-        binary: Path | None = None,
-        port: int | None = None,
-        log_tail: Sequence[str] = (),
-    ) -> None:
-        self.problem, self.binary, self.port = problem, binary, port
-        self.log_tail = tuple(log_tail)
-        where = ""
-        if binary is not None:
-            where += f" ({binary}"
-            where += f", client port {port})" if port else ")"
-        elif port:
-            where += f" (client port {port})"
-        message = f"nats-server{where}: {problem}"
-        if self.log_tail:
-            message += "; last log lines:\n" + "\n".join(self.log_tail[-ERROR_TAIL_LINES:])
-        super().__init__(message)
-
-
-class NatsConfigError(NatsServerError):
-    """A ``NatsServerConfig`` field breaks a rule nats-server would reject later."""
-
-    def __init__(self, field: str, value: object, rule: str) -> None:
-        self.field, self.value, self.rule = field, value, rule
-        super().__init__(f"config field {field}={value!r} {rule}")
+__all__ = [
+    "ERROR_TAIL_LINES",
+    "LeafRemoteTLS",
+    "NatsConfigError",
+    "NatsServer",
+    "NatsServerConfig",
+    "NatsServerError",
+    "NatsServerStatistics",
+    "NatsUser",
+    "TLSFiles",
+    "client_tls_context",
+    "find_binary",
+    "render_config",
+]
 
 
 def find_binary() -> Path:
@@ -157,6 +155,13 @@ class NatsServerConfig:
     server_name: str = "edgecare"  # give each server its own, so logs and monitoring tell them apart
     max_payload: int = 1_048_576
     leaf_reconnect_s: float | None = None  # leaf: delay between reconnect attempts (server default 1 s)
+    tls: TLSFiles | None = None  # client listener: TLS required (client certs checked if tls.verify)
+    leaf_tls: TLSFiles | None = None  # hub: TLS on the leaf listener
+    users: tuple[NatsUser, ...] = ()  # authorization users (client and leaf connections); () = no auth
+    leaf_remote_user: str | None = None  # leaf: the user the link logs in to the hub as
+    leaf_remote_password: str | None = field(default=None, repr=False)
+    leaf_remote_tls: LeafRemoteTLS | None = None  # leaf: CA to check the hub with, optional client cert
+    monitor_port: int | None = None  # HTTP monitoring (/connz, /leafz) on host; 0 = free port; None = off
 
     def __post_init__(self) -> None:
         _check_port("port", self.port)
@@ -179,11 +184,53 @@ class NatsServerConfig:
             if parts.scheme not in LEAF_REMOTE_SCHEMES or not parts.hostname:
                 raise NatsConfigError(
                     "leaf_remote",
-                    self.leaf_remote,
+                    _redact(self.leaf_remote),
                     f"must be a URL with a host and a scheme in {sorted(LEAF_REMOTE_SCHEMES)}",
                 )
         if self.leaf_reconnect_s is not None and not self.leaf_reconnect_s >= 0.001:
             raise NatsConfigError("leaf_reconnect_s", self.leaf_reconnect_s, "must be at least 0.001")
+        if self.monitor_port is not None:
+            _check_port("monitor_port", self.monitor_port)
+        self._check_security()
+
+    def _check_security(self) -> None:
+        if self.leaf_tls is not None and self.leaf_listen is None:
+            raise NatsConfigError(
+                "leaf_tls", self.leaf_tls.cert, "needs leaf_listen (there is no leaf listener)"
+            )
+        check_users(self.users)
+        remote_only = {
+            "leaf_remote_user": self.leaf_remote_user,
+            "leaf_remote_password": self.leaf_remote_password,
+            "leaf_remote_tls": self.leaf_remote_tls,
+        }
+        if self.leaf_remote is None:
+            for name, value in remote_only.items():
+                if value is not None:
+                    raise NatsConfigError(name, "<set>", "needs leaf_remote (there is no leaf remote)")
+            return
+        if (self.leaf_remote_user is None) != (self.leaf_remote_password is None):
+            raise NatsConfigError(
+                "leaf_remote_user", self.leaf_remote_user, "and leaf_remote_password go together"
+            )
+        if self.leaf_remote_user is not None and not self.leaf_remote_user:
+            raise NatsConfigError("leaf_remote_user", "", "must not be empty")
+        if self.leaf_remote_password is not None and not self.leaf_remote_password:
+            raise NatsConfigError("leaf_remote_password", "<empty>", "must not be empty")
+        if urlsplit(self.leaf_remote).username is not None:
+            raise NatsConfigError(
+                "leaf_remote",
+                _redact(self.leaf_remote),
+                "must not carry credentials; use leaf_remote_user and leaf_remote_password",
+            )
+
+
+def _redact(url: str) -> str:
+    """``url`` without its user and password, for messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _check_port(field: str, port: int) -> None:
@@ -192,7 +239,11 @@ def _check_port(field: str, port: int) -> None:
 
 
 def render_config(cfg: NatsServerConfig) -> str:
-    """The nats-server config text for ``cfg``: strings are JSON-quoted, port 0 becomes -1."""
+    """The nats-server config text for ``cfg``: strings are JSON-quoted, port 0 becomes -1.
+
+    Pure: the same config always renders the same text (passwords in
+    ``users`` are rendered as given, so hashing happens before, not here).
+    """
     q = json.dumps
     lines = [
         "# written by sync.transport.natsd on every start; edits are overwritten",
@@ -200,25 +251,42 @@ def render_config(cfg: NatsServerConfig) -> str:
         f"host: {q(cfg.host)}",
         f"port: {_render_port(cfg.port)}",
         f"max_payload: {cfg.max_payload}",
-        "jetstream {",
-        f"  store_dir: {q(str(cfg.store_dir))}",
     ]
+    if cfg.monitor_port is not None:
+        http_host = f"[{cfg.host}]" if ":" in cfg.host and not cfg.host.startswith("[") else cfg.host
+        lines.append(f"http: {q(f'{http_host}:{_render_port(cfg.monitor_port)}')}")
+    lines += ["jetstream {", f"  store_dir: {q(str(cfg.store_dir))}"]
     if cfg.domain is not None:
         lines.append(f"  domain: {q(cfg.domain)}")
     if cfg.sync_always:
         lines.append("  sync_interval: always")
     lines.append("}")
+    if cfg.tls is not None:
+        lines += render_tls(cfg.tls, "")
+    lines += render_users(cfg.users)
     if cfg.leaf_listen is not None or cfg.leaf_remote is not None:
         lines.append("leafnodes {")
         if cfg.leaf_listen is not None:
             leaf_host, leaf_port = cfg.leaf_listen
             lines += [f"  host: {q(leaf_host)}", f"  port: {_render_port(leaf_port)}"]
+            if cfg.leaf_tls is not None:
+                lines += render_tls(cfg.leaf_tls, "  ")
         if cfg.leaf_reconnect_s is not None:
             lines.append(f'  reconnect: "{round(cfg.leaf_reconnect_s * 1000)}ms"')
         if cfg.leaf_remote is not None:
-            lines.append(f"  remotes: [{{url: {q(cfg.leaf_remote)}}}]")
+            lines += render_remote(
+                cfg.leaf_remote, cfg.leaf_remote_user, cfg.leaf_remote_password, cfg.leaf_remote_tls
+            )
         lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _write_conf(path: Path, text: str) -> None:
+    """Write the config readable by its owner only: a leaf remote's password is in it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, CONF_FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), CONF_FILE_MODE)  # an older file may have been created wider
+        out.write(text)
 
 
 def _render_port(port: int) -> str:
@@ -253,6 +321,7 @@ class _Run:
     drain: asyncio.Task[None] | None = None
     client_port: int | None = None
     leaf_port: int | None = None
+    monitor_port: int | None = None
     killed: bool = False  # kill() or stop() signalled it; its exit is expected
 
 
@@ -285,7 +354,16 @@ class NatsServer:
 
     @property
     def client_url(self) -> str:
-        return _url("nats", self._config.host, self._pinned_port(self._config.port, "client"))
+        """``tls://HOST:PORT`` when the client listener has TLS, else ``nats://HOST:PORT``."""
+        scheme = "nats" if self._config.tls is None else "tls"
+        return _url(scheme, self._config.host, self._pinned_port(self._config.port, "client"))
+
+    @property
+    def monitor_url(self) -> str | None:
+        """The ``http://`` base of the monitoring endpoints, or None if monitoring is off."""
+        if self._config.monitor_port is None:
+            return None
+        return _url("http", self._config.host, self._pinned_port(self._config.monitor_port, "monitor"))
 
     @property
     def leaf_url(self) -> str | None:
@@ -427,7 +505,7 @@ class NatsServer:
         cfg = self._config
         cfg.store_dir.mkdir(parents=True, exist_ok=True)
         conf_path = cfg.store_dir / "nats.conf"
-        conf_path.write_text(render_config(cfg), encoding="utf-8")
+        _write_conf(conf_path, render_config(cfg))
         try:
             proc = await asyncio.create_subprocess_exec(
                 binary,
@@ -471,9 +549,17 @@ class NatsServer:
                 port=run.client_port,
                 log_tail=self._tail,
             )
+        if cfg.monitor_port is not None and run.monitor_port is None:
+            await self._terminate(run)
+            raise NatsServerError(
+                "ready, but it logged no monitoring port",
+                binary=binary,
+                port=run.client_port,
+                log_tail=self._tail,
+            )
         self._pin(run)
         if self._config != cfg:  # keep the file equal to what a restart will use
-            conf_path.write_text(render_config(self._config), encoding="utf-8")
+            _write_conf(conf_path, render_config(self._config))
         LOG.info(
             "nats-server pid %d ready on %s (leaf listener %s)", proc.pid, self.client_url, self.leaf_url
         )
@@ -484,7 +570,12 @@ class NatsServer:
         leaf_listen = self._config.leaf_listen
         if leaf_listen is not None and run.leaf_port is not None:
             leaf_listen = (leaf_listen[0], run.leaf_port)
-        self._config = dataclasses.replace(self._config, port=run.client_port, leaf_listen=leaf_listen)
+        monitor_port = self._config.monitor_port
+        if monitor_port is not None and run.monitor_port is not None:
+            monitor_port = run.monitor_port
+        self._config = dataclasses.replace(
+            self._config, port=run.client_port, leaf_listen=leaf_listen, monitor_port=monitor_port
+        )
 
     async def _drain(self, run: _Run) -> None:
         """Read the server's output until it closes, so the pipe never fills."""
@@ -518,6 +609,8 @@ class NatsServer:
             run.client_port = int(m["port"])
         elif m := _LEAF_LISTEN.search(line):
             run.leaf_port = int(m["port"])
+        elif m := _MONITOR_LISTEN.search(line):
+            run.monitor_port = int(m["port"])
         elif _READY in line:
             run.ready.set_result(None)
 
