@@ -13,6 +13,7 @@ from cloud_hub.http import create_hub_app
 from cloud_hub.service import Hub
 from edge_node import __version__
 from edge_node.serving import HttpServer
+from security.provisioning import load_hub_security
 from security.tokens import load_or_create_secret
 from sync.transport.natsd import NatsServer, NatsServerConfig
 
@@ -36,21 +37,35 @@ def prepare_hub_dir(config: HubConfig) -> tuple[str, bytes]:
 async def serve_hub(config: HubConfig, *, on_ready: Callable[[dict[str, str]], None]) -> None:
     """Run the hub until SIGINT or SIGTERM."""
     hub_id, secret = prepare_hub_dir(config)
-    nats_server = NatsServer(
-        NatsServerConfig(
-            store_dir=config.data_dir / "jetstream",
-            host=config.nats[0],
-            port=config.nats[1],
-            domain="hub",
-            leaf_listen=config.leaf,
-            sync_always=True,
-            server_name=hub_id,
-        )
+    link = load_hub_security(
+        config.data_dir
+    )  # TLS, users and per-region permissions from `edgecare init hub`
+    nats_config = NatsServerConfig(
+        store_dir=config.data_dir / "jetstream",
+        host=config.nats[0],
+        port=config.nats[1],
+        domain="hub",
+        leaf_listen=config.leaf,
+        sync_always=True,
+        server_name=hub_id,
     )
+    if link is None:
+        log.warning(
+            "NATS links are not secured (no TLS, open leaf listener); run `edgecare init hub` to make a CA, "
+            "certificates and per-region credentials"
+        )
+    else:
+        nats_config = link.configure(nats_config)
+    nats_server = NatsServer(nats_config)
     await nats_server.start()
     hub = Hub(config.data_dir, hub_id=hub_id, down_after_s=config.down_after_s)
     try:
-        bus = HubBus(hub, nats_server.client_url)
+        bus = HubBus(
+            hub,
+            nats_server.client_url,
+            connect_options=None if link is None else link.connect_options(),
+            regions=() if link is None else link.regions,
+        )
         app = create_hub_app(hub, token_secret=secret)
         http = HttpServer(app, *config.http)
 

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import msgpack
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 MERGER_DURABLE = "hub-merger"
 DOWN_PUBLISHED_KEY = "down_published_seq"
+MAX_DOWN_CONSUMERS = 256  # one durable per node of a region
 MAX_FRAME_BYTES = 512 * 1024  # nodes send batches of at most 256 kB; the stream takes up to 1 MiB
 TRANSIENT = (NatsError, JetStreamError, NatsTimeoutError, TimeoutError, OSError)
 UNPARSED = (SyncError, HubError, KeyError, TypeError, ValueError, msgpack.UnpackException)
@@ -78,11 +79,13 @@ class HubBus:
         fetch_batch: int = 64,
         connect_options: dict[str, object] | None = None,
         guard: ReplayGuard | None = None,
+        regions: Sequence[str] = (),
     ) -> None:
         self.hub = hub
         self.nats_url = nats_url
         self.fetch_batch = fetch_batch
         self._connect_options = connect_options or {}
+        self._provisioned_regions = tuple(regions)
         self._nc: NATS | None = None
         self._down_wake = asyncio.Event()
         self._new_regions: asyncio.Queue[str] = asyncio.Queue()
@@ -127,10 +130,12 @@ class HubBus:
 
     async def _ensure_streams(self) -> None:
         await self._ensure_stream(subjects.HUB_OPS_STREAM, subjects.OPS_WILDCARD)
-        for region in self.hub.regions():
-            await self._ensure_stream(subjects.down_stream(region), subjects.down_subject(region))
+        for region in sorted({*self.hub.regions(), *self._provisioned_regions}):
+            await self._ensure_stream(
+                subjects.down_stream(region), subjects.down_subject(region), per_region=True
+            )
 
-    async def _ensure_stream(self, name: str, subject: str) -> None:
+    async def _ensure_stream(self, name: str, subject: str, *, per_region: bool = False) -> None:
         js = self.nc.jetstream()
         config = StreamConfig(
             name=name,
@@ -138,6 +143,8 @@ class HubBus:
             storage=StorageType.FILE,
             duplicate_window=120.0,
             max_msg_size=1_048_576,
+            # a region's credentials may create consumers on its own down stream: bound how many
+            max_consumers=MAX_DOWN_CONSUMERS if per_region else None,
         )
         try:
             await js.add_stream(config)
@@ -148,7 +155,9 @@ class HubBus:
     async def _region_streams_loop(self) -> None:
         while True:
             region = await self._new_regions.get()
-            await self._ensure_stream(subjects.down_stream(region), subjects.down_subject(region))
+            await self._ensure_stream(
+                subjects.down_stream(region), subjects.down_subject(region), per_region=True
+            )
 
     # --- frames -------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from edge_node.rpc import CallControlServer, serve_grpc
 from edge_node.service import NodeService
 from edge_node.serving import HttpServer
 from edge_node.store import Store
+from security.provisioning import load_node_security
 from security.tokens import load_or_create_secret
 from sync.transport.natsd import NatsServer, NatsServerConfig
 
@@ -202,17 +203,25 @@ async def serve(
         max_batch=config.storage.max_batch,
     )
     store.open()
-    nats_server = NatsServer(
-        NatsServerConfig(
-            store_dir=config.data_dir / "jetstream",
-            host=config.sync.nats_host,
-            port=config.sync.nats_port,
-            domain=f"edge-{config.region}",
-            leaf_remote=config.sync.hub,
-            leaf_reconnect_s=0.5,  # heal fast after a WAN outage (the server's default is 1-2 s)
-            server_name=node_id,
-        )
+    link = load_node_security(config.data_dir)  # TLS and credentials from `edgecare init node`
+    nats_config = NatsServerConfig(
+        store_dir=config.data_dir / "jetstream",
+        host=config.sync.nats_host,
+        port=config.sync.nats_port,
+        domain=f"edge-{config.region}",
+        leaf_remote=config.sync.hub,
+        leaf_reconnect_s=0.5,  # heal fast after a WAN outage (the server's default is 1-2 s)
+        server_name=node_id,
     )
+    if link is None:
+        if config.sync.hub:
+            log.warning(
+                "the link to the hub is not secured (no TLS, no region credentials); "
+                "run `edgecare init node` with the region bundle from `edgecare init hub`"
+            )
+    else:
+        nats_config = link.configure(nats_config)
+    nats_server = NatsServer(nats_config)
     call_control: CallControlServer | None = None
     security: NodeSecurity | None = None
     try:
@@ -229,6 +238,7 @@ async def serve(
             nats_url=nats_server.client_url,
             egress=security.egress,
             enroll_token=enroll_token,
+            connect_options=None if link is None else link.connect_options(),
             settings=ReplicationSettings(
                 heartbeat_interval_s=config.sync.heartbeat_interval_s,
                 checkpoint_interval_s=config.security.checkpoint_interval_s,

@@ -15,6 +15,7 @@ import uvloop
 from cloud_hub.config import HubConfig
 from cloud_hub.errors import HubError
 from edge_node import __version__
+from edge_node.cli_init import init_app
 from edge_node.cli_routing import routing_app, staffing_app
 from edge_node.config import ConfigError, NodeConfig, load_config, parse_hostport
 from edge_node.errors import EdgeNodeError
@@ -36,6 +37,7 @@ hub_app = typer.Typer(help="Run and manage the central hub.", no_args_is_help=Tr
 app.add_typer(hub_app, name="hub")
 app.add_typer(routing_app, name="routing")
 app.add_typer(staffing_app, name="staffing")
+app.add_typer(init_app, name="init")
 
 log = logging.getLogger("edgecare")
 

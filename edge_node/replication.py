@@ -144,8 +144,7 @@ class NodeReplicator:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.25,
             allow_reconnect=True,
-            inbox_prefix=subjects.inbox_prefix(self.region).encode(),
-            **self._connect_options,  # TLS settings from provisioning
+            **{"inbox_prefix": subjects.inbox_prefix(self.region), **self._connect_options},  # + TLS, user
         )
         log.info(
             "replication started: node %s, region %s, %d ops already confirmed by the hub",

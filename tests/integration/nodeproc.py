@@ -165,7 +165,7 @@ def _spawn(args: list[str], data_dir: Path, ready_line: re.Pattern[str]) -> Node
 
 HUB_READY = re.compile(r"hub ready at (?P<url>http://\S+)")
 HUB_LEAF = re.compile(r"leaf: (?P<url>nats\S*://\S+)")
-HUB_NATS = re.compile(r"nats: (?P<url>nats://\S+)")
+HUB_NATS = re.compile(r"nats: (?P<url>(?:nats|tls)://\S+)")
 
 
 @dataclass
