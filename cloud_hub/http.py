@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from litestar import Litestar, Request, Response, get, patch
+from litestar import Litestar, MediaType, Request, Response, get, patch
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.exceptions import HTTPException
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter, QueryParameter
 
+from cloud_hub.compliance import hub_report
 from cloud_hub.errors import HubError
 from cloud_hub.service import Hub, UnknownRegionError
 from edge_node import __version__
@@ -27,6 +29,7 @@ from edge_node.http_common import (
 )
 from edge_node.service import public
 from security.errors import SecurityError
+from security.report import ReportInputError, parse_period, to_html, to_json
 from security.roles import Permission, require
 from security.tokens import Principal
 from sync.entities import TICKET
@@ -117,10 +120,59 @@ async def digests(state: State, principal: Principal, region: str) -> dict[str, 
     return await _hub(state).digests(region)
 
 
+# A report page needs its inline style and nothing else: no scripts, frames, fetches or forms.
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+@get(
+    f"{API}/compliance/{{region:str}}",
+    tags=["compliance"],
+    summary="The data residency report of a region for a period, as JSON evidence or an HTML page",
+)
+async def compliance_report(
+    state: State,
+    principal: NamedDependency[Principal],
+    region: FromPath[str],
+    since: Annotated[
+        str, QueryParameter(description="Start (included): 2026-11-01, 2026-11-01T10:00Z or epoch ms")
+    ],
+    until: Annotated[str, QueryParameter(description="End (excluded), in the same forms as since")],
+    format: Annotated[  # the query's name, so a bad value is reported as 'format'
+        Literal["json", "html"], QueryParameter(description="json: the evidence; html: a page for people")
+    ] = "json",
+) -> Response[Any]:
+    """The evidence about a region needs the same right as reading it (central ops, auditors)."""
+    require(principal.role, Permission.READ)
+    try:
+        since_ms, until_ms = parse_period(since, until)
+    except ReportInputError as exc:
+        raise ValidationException(
+            detail=str(exc), extra=[{"key": exc.parameter, "message": exc.problem}]
+        ) from None
+    report = await asyncio.to_thread(
+        hub_report, _hub(state), region=region, since_ms=since_ms, until_ms=until_ms
+    )
+    if format == "html":
+        return Response(
+            to_html(report), media_type=MediaType.HTML, headers={"Content-Security-Policy": REPORT_CSP}
+        )
+    return Response(to_json(report), media_type=MediaType.JSON)
+
+
 def create_hub_app(hub: Hub, *, token_secret: bytes, max_body_bytes: int = 65536) -> Litestar:
     """The litestar application of the hub."""
     return Litestar(
-        route_handlers=[healthz, readyz, fleet, replication, list_tickets, get_ticket, edit_ticket, digests],
+        route_handlers=[
+            healthz,
+            readyz,
+            fleet,
+            replication,
+            list_tickets,
+            get_ticket,
+            edit_ticket,
+            digests,
+            compliance_report,
+        ],
         dependencies={"principal": Provide(authenticate)},
         exception_handlers={
             EdgeNodeError: _error,

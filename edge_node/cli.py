@@ -15,6 +15,7 @@ import uvloop
 from cloud_hub.config import HubConfig
 from cloud_hub.errors import HubError
 from edge_node import __version__
+from edge_node.cli_audit import audit_app
 from edge_node.cli_init import init_app
 from edge_node.cli_routing import routing_app, staffing_app
 from edge_node.config import ConfigError, NodeConfig, load_config, parse_hostport
@@ -38,6 +39,7 @@ app.add_typer(hub_app, name="hub")
 app.add_typer(routing_app, name="routing")
 app.add_typer(staffing_app, name="staffing")
 app.add_typer(init_app, name="init")
+app.add_typer(audit_app, name="audit")
 
 log = logging.getLogger("edgecare")
 

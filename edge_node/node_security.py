@@ -63,6 +63,13 @@ def open_audit_log(
     )
 
 
+def _checkpoint_on_close(audit: AuditLog) -> None:
+    """Sign the head on the way out, so every entry is covered by a signature when the node stops."""
+    stats = audit.statistics()
+    if stats.entries and stats.latest_checkpoint_size != stats.entries:
+        audit.checkpoint()
+
+
 async def open_node_security(config: NodeConfig, *, node_id: str, store: Store) -> NodeSecurity:
     """Open (or create) identity, keys and audit log; adopt the configured residency policy."""
     stack = ExitStack()
@@ -77,6 +84,7 @@ async def open_node_security(config: NodeConfig, *, node_id: str, store: Store) 
         )
         audit.open()
         stack.callback(audit.close)
+        stack.callback(_checkpoint_on_close, audit)
         pending_events: list[KeyEvent] = []
         sink: list[Callable[[KeyEvent], None]] = [pending_events.append]
         keys = KeyStore(config.keys_path, region=config.region, on_event=lambda event: sink[0](event))
