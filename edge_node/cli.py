@@ -17,6 +17,7 @@ from cloud_hub.errors import HubError
 from edge_node import __version__
 from edge_node.cli_audit import audit_app
 from edge_node.cli_init import init_app
+from edge_node.cli_keys import keys_app
 from edge_node.cli_routing import routing_app, staffing_app
 from edge_node.config import ConfigError, NodeConfig, load_config, parse_hostport
 from edge_node.errors import EdgeNodeError
@@ -40,6 +41,7 @@ app.add_typer(routing_app, name="routing")
 app.add_typer(staffing_app, name="staffing")
 app.add_typer(init_app, name="init")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 
 log = logging.getLogger("edgecare")
 
@@ -196,10 +198,18 @@ def node_token(
         cfg = load_config(data_dir=data_dir)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    _print_token(cfg.secret_path, role, name, ttl_hours, "start the node once with --data-dir")
+    principal = _print_token(cfg.secret_path, role, name, ttl_hours, "start the node once with --data-dir")
+    from edge_node.admin_audit import audit_token_issued
+
+    try:  # granting a role is an admin action the node's audit log records
+        audit_token_issued(
+            cfg.data_dir, role=role.value, name=principal.name, expires_at=principal.expires_at
+        )
+    except SecurityError as exc:
+        raise _fail(f"the token was printed but could not be audited: {exc}", code=1) from None
 
 
-def _print_token(secret_path: Path, role: Role, name: str | None, ttl_hours: int, hint: str) -> None:
+def _print_token(secret_path: Path, role: Role, name: str | None, ttl_hours: int, hint: str) -> Principal:
     if not secret_path.exists():
         raise _fail(f"no secret at {secret_path}; {hint} {secret_path.parent.parent} (or check the path)")
     try:
@@ -214,6 +224,7 @@ def _print_token(secret_path: Path, role: Role, name: str | None, ttl_hours: int
         typer.echo(issue_token(secret, principal))
     except SecurityError as exc:
         raise _fail(str(exc)) from None
+    return principal
 
 
 @hub_app.command("run")

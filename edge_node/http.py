@@ -26,6 +26,7 @@ from litestar.types import ControllerRouterHandler
 
 from edge_node import __version__, http_calls
 from edge_node.errors import EdgeNodeError
+from edge_node.http_admin import ADMIN_ROUTES
 from edge_node.http_common import (
     authenticate,
     domain_error,
@@ -357,6 +358,7 @@ async def replication_status(state: State, principal: Principal) -> dict[str, ob
 
 
 ROUTES: list[ControllerRouterHandler] = [
+    *ADMIN_ROUTES,
     healthz,
     readyz,
     whoami,

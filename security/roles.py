@@ -13,7 +13,14 @@ hold by construction: a supervisor can do everything an agent can, a regional
 admin everything a supervisor can. Central operations at the hub is a separate
 branch: it may read and move work between departments (central reassignment)
 but not create tickets or touch customer or department records. A compliance
-auditor only reads.
+auditor only reads: the records, and the compliance views (key inventory).
+
+Three permissions guard the region's data protection duties and belong to the
+regional admin alone (supervisors and agents do not inherit them):
+``ERASE_PERSONAL_DATA`` (crypto-shredding erasure of a customer, GDPR Art. 17)
+and ``MANAGE_KEYS`` (rotating the region's key-encryption key) change what can
+ever be read again; ``READ_COMPLIANCE`` (the key inventory) is shared with the
+compliance auditor.
 
 Denials raise ``ForbiddenError`` naming the role and the permission: unlike a
 failed authentication, a refused authorisation tells the caller nothing they
@@ -54,6 +61,12 @@ class Permission(StrEnum):
     MANAGE_CUSTOMERS = "manage_customers"
     MANAGE_DEPARTMENTS = "manage_departments"
     ARCHIVE_TICKET = "archive_ticket"
+    ERASE_PERSONAL_DATA = "erase_personal_data"
+    """Erase a customer: blank their personal fields and shred their data key (GDPR Art. 17)."""
+    MANAGE_KEYS = "manage_keys"
+    """Rotate the region's key-encryption key."""
+    READ_COMPLIANCE = "read_compliance"
+    """Read compliance views: the key inventory (ids, versions, fingerprints; never key bytes)."""
 
 
 class ForbiddenError(SecurityError):
@@ -84,7 +97,12 @@ _AGENT: Final = frozenset(
     }
 )
 _SUPERVISOR: Final = _AGENT | {Permission.REASSIGN_ACROSS_DEPARTMENTS, Permission.ARCHIVE_TICKET}
-_REGIONAL_ADMIN: Final = _SUPERVISOR | {Permission.MANAGE_DEPARTMENTS}
+_REGIONAL_ADMIN: Final = _SUPERVISOR | {
+    Permission.MANAGE_DEPARTMENTS,
+    Permission.ERASE_PERSONAL_DATA,
+    Permission.MANAGE_KEYS,
+    Permission.READ_COMPLIANCE,
+}
 
 PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
     {
@@ -100,7 +118,7 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
                 Permission.CHANGE_PRIORITY,
             }
         ),
-        Role.COMPLIANCE_AUDITOR: frozenset({Permission.READ}),
+        Role.COMPLIANCE_AUDITOR: frozenset({Permission.READ, Permission.READ_COMPLIANCE}),
     }
 )
 """The access policy: the permissions each role grants, and nothing else."""

@@ -42,7 +42,8 @@ def test_the_table_as_specified() -> None:
     assert dict(PERMISSIONS) == {
         Role.AGENT: agent,
         Role.SUPERVISOR: supervisor,
-        Role.REGIONAL_ADMIN: supervisor | {P.MANAGE_DEPARTMENTS},
+        Role.REGIONAL_ADMIN: supervisor
+        | {P.MANAGE_DEPARTMENTS, P.ERASE_PERSONAL_DATA, P.MANAGE_KEYS, P.READ_COMPLIANCE},
         Role.CENTRAL_OPS: {
             P.READ,
             P.REASSIGN_ACROSS_DEPARTMENTS,
@@ -50,7 +51,7 @@ def test_the_table_as_specified() -> None:
             P.CHANGE_PRIORITY,
             P.UPDATE_TICKET,
         },
-        Role.COMPLIANCE_AUDITOR: {P.READ},
+        Role.COMPLIANCE_AUDITOR: {P.READ, P.READ_COMPLIANCE},
     }
 
 
@@ -72,11 +73,31 @@ def test_central_ops_moves_work_but_creates_and_archives_nothing() -> None:
         assert not allows(Role.CENTRAL_OPS, permission)
 
 
-@pytest.mark.parametrize("permission", [p for p in Permission if p is not P.READ])
+@pytest.mark.parametrize("permission", [p for p in Permission if p not in {P.READ, P.READ_COMPLIANCE}])
 def test_compliance_auditor_can_do_nothing_but_read(permission: Permission) -> None:
     assert not allows(Role.COMPLIANCE_AUDITOR, permission)
     with pytest.raises(ForbiddenError):
         require(Role.COMPLIANCE_AUDITOR, permission)
+
+
+@pytest.mark.parametrize("permission", [P.ERASE_PERSONAL_DATA, P.MANAGE_KEYS])
+def test_only_the_regional_admin_erases_and_manages_keys(permission: Permission) -> None:
+    assert {r for r in Role if allows(r, permission)} == {Role.REGIONAL_ADMIN}
+    for role in set(Role) - {Role.REGIONAL_ADMIN}:
+        with pytest.raises(ForbiddenError):
+            require(role, permission)
+
+
+def test_the_key_inventory_is_for_the_regional_admin_and_the_compliance_auditor() -> None:
+    assert {r for r in Role if allows(r, P.READ_COMPLIANCE)} == {
+        Role.REGIONAL_ADMIN,
+        Role.COMPLIANCE_AUDITOR,
+    }
+
+
+def test_refusing_an_erasure_names_the_permission() -> None:
+    with pytest.raises(ForbiddenError, match=r"^role 'supervisor' may not erase_personal_data$"):
+        require(Role.SUPERVISOR, P.ERASE_PERSONAL_DATA)
 
 
 def test_permission_sets_are_immutable() -> None:
