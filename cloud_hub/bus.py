@@ -351,6 +351,9 @@ class HubBus:
                 with contextlib.suppress(*TRANSIENT):
                     await msg.term()
                 continue
+            # remembered now, in memory, so a copy later in this same fetch is refused; a redelivery
+            # of this message after a failed merge has the same delivery id and passes
+            self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, _delivery(msg))
             by_region[batch.region][batch.node_id].extend(batch.ops)
             policies[batch.node_id] = policy
             accepted.append((msg, frame))
@@ -361,8 +364,6 @@ class HubBus:
             )
         now = self.hub.wall_ms()
         remembered = [(f.node_id, f.nonce, f.signed_at_ms, _delivery(m)) for m, f in accepted]
-        for node_id, nonce, signed_at, delivery in remembered:
-            self.guard.remember(node_id, nonce, signed_at, delivery)
         self.guard.prune(now)
         await asyncio.to_thread(self._record, remembered, refusals, now)
         self.hub.counters.frames_accepted += len(accepted)

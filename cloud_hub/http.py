@@ -82,7 +82,15 @@ async def fleet(state: State, principal: Principal) -> dict[str, object]:
 async def replication(state: State, principal: Principal) -> dict[str, object]:
     require(principal.role, Permission.READ)
     c = _hub(state).counters
-    return {"batches": c.batches, "ops_merged": c.ops_merged, "ops_stale": c.ops_stale, "refused": c.refused}
+    return {
+        "batches": c.batches,
+        "frames_accepted": c.frames_accepted,
+        "ops_merged": c.ops_merged,
+        "ops_stale": c.ops_stale,
+        "ops_quarantined": c.ops_quarantined,
+        "refused": c.refused,
+        "ops_refused": c.ops_refused,
+    }
 
 
 @get(f"{API}/tickets", tags=["tickets"], summary="Tickets across regions, newest first")

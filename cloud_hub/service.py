@@ -68,10 +68,14 @@ class MergeCounters:
     ops_stale: int = 0
     ops_quarantined: int = 0
     frames_accepted: int = 0
-    refused: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)  # frames and requests, by reason
+    ops_refused: dict[str, int] = field(default_factory=dict)  # operations inside accepted frames
 
     def refuse(self, reason: str, count: int = 1) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + count
+
+    def refuse_op(self, reason: str) -> None:
+        self.ops_refused[reason] = self.ops_refused.get(reason, 0) + 1
 
 
 class Hub:
@@ -164,6 +168,7 @@ class Hub:
             claim,
             now_ms=now,
             registered_region=None if known is None else known.region,
+            registered_key=None if known is None else known.public_key,
         )
         record = NodeRecord(claim.node_id, claim.region, version, now, claim.public_key, now)
         self.registry.enroll(claim.token.token_id, record)
@@ -198,7 +203,7 @@ class Hub:
         if current is not None and version < current.version:
             raise PolicyVersionError(node_id, version, current.version)
         record = PolicyRecord(node_id, key.region, version, policy.as_dict(), self.wall_ms())
-        new = self.registry.register_policy(record)
+        new = self.registry.register_policy(record)  # raises if the version is known with other forms
         if current is None or version >= current.version:
             self._policies[node_id] = policy
         if new:
@@ -293,14 +298,14 @@ class Hub:
                 for op in ops:
                     entity = BY_NAME.get(op.entity)
                     if entity is None:
-                        counters.refuse("unknown_entity")
+                        counters.refuse_op("unknown_entity")
                         log.warning("refused op %s:%d for unknown entity %r", node_id, op.seq, op.entity)
                         continue
                     if policy is not None:
                         problems = check_op(op, policy, is_sealed=looks_sealed, is_pseudonym=looks_pseudonym)
                         if problems:
                             mark_handled(tx.conn, op)
-                            counters.refuse("policy_violation")
+                            counters.refuse_op("policy_violation")
                             counters.ops_quarantined += 1
                             quarantined.append(_quarantined(region, op, problems, now))
                             log.warning(
@@ -315,7 +320,7 @@ class Hub:
                     try:
                         outcome = tx.merge(entity, op)
                     except ClockDriftError as exc:
-                        counters.refuse("clock_drift")
+                        counters.refuse_op("clock_drift")
                         log.warning("refused op %s:%d: %s", node_id, op.seq, exc)
                         continue
                     counters.ops_merged += 1

@@ -2,31 +2,33 @@
 
 A hub and nodes run as real processes (nats-server leaf to hub); the tests
 connect their own nats-py client to the hub's nats-server (``hub.nats_url``)
-and replay, reorder, re-split and forge frames on the ``EC_OPS`` stream:
+and replay, reorder, re-split and forge frames on the ``EC_OPS`` stream. Every
+batch travels in a signed frame (``security.frames``); a test signs frames *as
+the node* with the node's own key, read from its data directory
+(``<data dir>/identity/node.key``), which is what a node would do:
 
-* duplicates and reordering: every stored batch published again (same message
-  ids: dropped by the stream's dedup; new ids: merged again), in reverse and
-  shuffled order, and re-cut into single-op and small batches sent out of
-  order. The region's digests at the hub must not move by a bit, and the
-  merge counters prove the frames were processed. A fresh hub fed the whole
-  log backwards converges with the node.
+* duplicates and reordering: every stored frame published again with the same
+  message ids is dropped by the stream's dedup; byte-identical copies under new
+  message ids are refused as ``replayed`` (counted, never merged); the same
+  batches re-signed with fresh nonces, in reverse and shuffled order, and
+  re-cut into single-op and small batches sent out of order, are merged again.
+  The region's digests at the hub must not move by a bit, and the merge
+  counters prove the frames were processed. A fresh hub, enrolled into by the
+  node's key, fed the whole log backwards converges with the node.
 * two regions: one hub, an ``eu-de`` and a ``cn-sh`` node; each region's data
   reaches the hub and only its own; a central edit of a ``cn-sh`` ticket goes
-  down to ``cn-sh`` only.
-* refusals: an unknown node, another region's subject, a batch disagreeing
-  with its subject and undecodable bytes are counted by reason and never merged.
+  down to ``cn-sh``'s stream only.
+* refusals: one frame or more for each reason the hub refuses an ops frame for
+  (unsigned, unknown node, forged, altered, malformed, unregistered policy,
+  wrong region, replayed, oversized) is counted under that reason and never
+  merged; ``test_bad_frames.py`` does the same ten thousand times over.
 
 "Processed" is read from the hub's durable merge consumer: its ack floor
 reaches the stream's last sequence only after every message was merged (and
 committed) or terminated. Waiting polls conditions with deadlines; every
 process is stopped by its context manager, also when a test fails.
 
-Stopping gives a process ``STOP_GRACE_S`` to exit on SIGTERM, then SIGKILLs it
-(the harness waits 15 s). Hub and node shutdown can hang: ``HubBus.run`` and
-``NodeReplicator.run`` ``drain()`` their NATS connection after cancelling a
-pending pull ``fetch``, and the drain waits for that subscription's pending
-queue up to nats-py's 30 s drain timeout. The shorter grace keeps this file
-bounded until that is fixed; it does not change what the tests check.
+The NATS and signing helpers here are shared with ``test_bad_frames.py``.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import random
-import signal
-import subprocess
-from collections.abc import Iterator, Sequence
+import sqlite3
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +54,13 @@ from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
 from cloud_hub.bus import MERGER_DURABLE
+from edge_node import __version__
+from edge_node.egress import POLICY_META_KEY
+from security.frames import EnrolledKey, ReplayGuard, VerifiedFrame, sign_frame, verify_frame
+from security.identity import NodeIdentity
 from sync import subjects
 from sync.crdt import Op
+from sync.residency import ResidencyPolicy
 from sync.transport.codec import (
     WIRE_VERSION,
     OpBatch,
@@ -61,7 +69,7 @@ from sync.transport.codec import (
     encode_batch,
     split_batches,
 )
-from tests.integration.nodeproc import HubProcess, NodeProcess, start_hub, start_node
+from tests.integration.nodeproc import HubProcess, NodeProcess, running_hub, running_node
 from tests.integration.replication_harness import (
     client,
     create_tickets,
@@ -76,40 +84,118 @@ pytestmark = pytest.mark.timeout(120)
 API = "/api/v1"
 EU, CN = "eu-de", "cn-sh"
 NATS_DEADLINE_S = 20.0
-STOP_GRACE_S = 5.0  # a healthy hub or node exits within about 0.5 s of SIGTERM
+HOUR_MS = 60 * 60 * 1000
+DAY_MS = 24 * HOUR_MS
 Frame = tuple[str, bytes, dict[str, str] | None]  # subject, payload, headers
 
 
-# --- processes ---------------------------------------------------------------------------------
+# --- signing as the node -------------------------------------------------------------------------
 
 
-def _stop(proc: NodeProcess) -> None:
-    """SIGTERM, SIGKILL after ``STOP_GRACE_S`` (see the module docstring), then close the pipe."""
-    if proc.proc.poll() is None:
-        proc.proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):  # the shutdown hang; kill() ends it
-            proc.proc.wait(timeout=STOP_GRACE_S)
-    proc.kill()  # only signals a process still running; always reaps it and closes the pipe
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
-@contextlib.contextmanager
-def running_hub(data_dir: Path) -> Iterator[HubProcess]:
-    """A hub for the block, stopped afterwards whatever happens."""
-    hub = start_hub(data_dir)
-    try:
-        yield hub
-    finally:
-        _stop(hub.node)
+def node_policy(data_dir: Path) -> ResidencyPolicy:
+    """The residency policy the node in ``data_dir`` has in force (from its node metadata)."""
+    db = data_dir / "edgecare.db"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT value FROM node_meta WHERE key = ?", (POLICY_META_KEY,)).fetchone()
+    assert row is not None, f"no residency policy in {db}"
+    raw = json.loads(row[0])
+    return ResidencyPolicy.from_dict(raw["forms"], version=int(raw["version"]))
 
 
-@contextlib.contextmanager
-def running_node(data_dir: Path, *, hub: HubProcess, region: str = EU) -> Iterator[NodeProcess]:
-    """A node of ``region`` replicating to ``hub`` for the block, stopped afterwards whatever happens."""
-    node = start_node(data_dir, region=region, hub=hub.leaf_url)
-    try:
-        yield node
-    finally:
-        _stop(node)
+@dataclass(frozen=True)
+class NodeSigner:
+    """Signs frames as one node, with its enrolled key, as its replicator would."""
+
+    identity: NodeIdentity
+    node_id: str
+    region: str
+    policy: ResidencyPolicy
+
+    @classmethod
+    def of(cls, node: NodeProcess, node_id: str, region: str = EU) -> NodeSigner:
+        identity = NodeIdentity.load_or_create(node.data_dir / "identity")
+        return cls(identity, node_id, region, node_policy(node.data_dir))
+
+    @property
+    def subject(self) -> str:
+        return subjects.ops_subject(self.region, self.node_id)
+
+    @property
+    def key(self) -> EnrolledKey:
+        return EnrolledKey(self.node_id, self.region, self.identity.public_key)
+
+    def frame(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        kind: str = "ops",
+        node_id: str | None = None,
+        region: str | None = None,
+        signed_at_ms: int | None = None,
+        policy_version: int | None = None,
+    ) -> bytes:
+        """A frame of ``payload`` for ``subject``, signed now with a fresh nonce (fields overridable)."""
+        return sign_frame(
+            self.identity.sign,
+            self.identity.fingerprint,
+            subject,
+            kind=kind,
+            node_id=node_id or self.node_id,
+            region=region or self.region,
+            payload=payload,
+            now_ms=now_ms() if signed_at_ms is None else signed_at_ms,
+            policy_version=self.policy.version if policy_version is None else policy_version,
+        )
+
+    def batch_frame(self, batch: OpBatch) -> bytes:
+        """``batch`` freshly signed for the node's ops subject."""
+        return self.frame(self.subject, encode_batch(batch))
+
+    def opened(self, stored: Stored) -> VerifiedFrame:
+        """A stored frame, verified against the node's key (it must be the node's, as it was sent)."""
+        return verify_frame(
+            stored.data,
+            stored.subject,
+            expected_kind="ops",
+            subject_region=self.region,
+            subject_node=self.node_id,
+            lookup={self.node_id: self.key}.get,
+            now_ms=now_ms(),
+            guard=ReplayGuard(),
+        )
+
+    def batch_of(self, stored: Stored) -> OpBatch:
+        return decode_batch(self.opened(stored).payload)
+
+    def request_frame(self, subject: str, kind: str, body: dict[str, object]) -> bytes:
+        return self.frame(subject, msgpack.packb(body), kind=kind)
+
+
+def enroll_at(hub: HubProcess, signer: NodeSigner) -> None:
+    """Enroll the node's key at ``hub`` and register its residency policy, as its replicator does."""
+    token = hub.enroll_token(signer.region)
+    enroll = subjects.enroll_subject(signer.region)
+    body: dict[str, object] = {
+        "token": token,
+        "public_key": signer.identity.public_key,
+        "version": __version__,
+    }
+    # the hub says it is ready before its bus has subscribed: ask (freshly signed) until it answers
+    answer = wait_for(
+        lambda: request(hub, enroll, signer.request_frame(enroll, "enroll", body)),
+        lambda answer: answer is not None,
+        timeout_s=NATS_DEADLINE_S,
+        what="the hub to answer the enrollment",
+    )
+    assert answer["ok"] is True, answer
+    policy = subjects.policy_subject(signer.region, signer.node_id)
+    forms: dict[str, object] = {"version": signer.policy.version, "forms": signer.policy.as_dict()}
+    assert request(hub, policy, signer.request_frame(policy, "policy", forms)) == {"ok": True}
 
 
 # --- NATS side: read the stream, publish frames, wait for the merger ----------------------------
@@ -117,16 +203,12 @@ def running_node(data_dir: Path, *, hub: HubProcess, region: str = EU) -> Iterat
 
 @dataclass(frozen=True)
 class Stored:
-    """One message of the hub's ``EC_OPS`` stream."""
+    """One message of one of the hub's streams."""
 
     seq: int
     subject: str
     data: bytes
     headers: dict[str, str]
-
-    @property
-    def batch(self) -> OpBatch:
-        return decode_batch(self.data)
 
 
 async def _read_stream(nats_url: str, stream: str) -> list[Stored]:
@@ -205,12 +287,12 @@ def consumer_state(hub: HubProcess, stream: str, consumer: str) -> tuple[int, in
     return asyncio.run(_consumer_state(hub.nats_url, stream, consumer))
 
 
-def wait_merger_done(hub: HubProcess) -> None:
+def wait_merger_done(hub: HubProcess, *, timeout_s: float = NATS_DEADLINE_S) -> None:
     """Wait until the hub's merger has acked or terminated every message of ``EC_OPS``."""
     wait_for(
         lambda: consumer_state(hub, subjects.HUB_OPS_STREAM, MERGER_DURABLE),
         lambda s: s[1] == s[0] and s[2] == 0 and s[3] == 0,
-        timeout_s=NATS_DEADLINE_S,
+        timeout_s=timeout_s,
         what="the hub's merger to process every stored batch",
     )
 
@@ -279,9 +361,15 @@ def fresh_ids(frames: Sequence[Frame], tag: str) -> list[Frame]:
     return [(s, data, {"Nats-Msg-Id": f"{tag}-{i}"}) for i, (s, data, _) in enumerate(frames)]
 
 
-def frames_of(region: str, node_id: str, batches: Sequence[OpBatch], tag: str) -> list[Frame]:
-    subject = subjects.ops_subject(region, node_id)
-    return fresh_ids([(subject, encode_batch(b), None) for b in batches], tag)
+def signed_frames(signer: NodeSigner, batches: Sequence[OpBatch], tag: str) -> list[Frame]:
+    """``batches`` each freshly signed by the node (new nonce), with new message ids."""
+    return fresh_ids([(signer.subject, signer.batch_frame(b), None) for b in batches], tag)
+
+
+def node_log(signer: NodeSigner, stored: Sequence[Stored]) -> list[Op]:
+    """The node's ops as the hub's stream holds them (in egress form), once each, by seq."""
+    ops = {op.seq: op for m in stored for op in signer.batch_of(m).ops}
+    return [ops[seq] for seq in sorted(ops)]
 
 
 # --- e. duplicates and reordering -------------------------------------------------------------
@@ -296,14 +384,15 @@ def test_replayed_reordered_and_resplit_batches_leave_the_hub_digests_unchanged(
             last_seq = wait_drained(node_api)["changelog_last_seq"]
             node_id = node_id_of(node_api)
             wait_merger_done(hub)
+            signer = NodeSigner.of(node, node_id)
 
             stored = read_stream(hub)
-            subject = subjects.ops_subject(EU, node_id)
-            assert {m.subject for m in stored} == {subject}
-            ops = sorted((op for m in stored for op in m.batch.ops), key=lambda op: op.seq)
-            # the node may have sent a batch twice (a resend); the stream still holds its whole log
-            assert sorted({op.seq for op in ops}) == list(range(1, last_seq + 1))
-            ops = list({op.seq: op for op in ops}.values())
+            assert {m.subject for m in stored} == {signer.subject}
+            # every stored frame verifies with the node's key; the node may have sent a batch
+            # twice (a resend), the stream still holds its whole log
+            seqs = [op.seq for m in stored for op in signer.batch_of(m).ops]
+            assert sorted(set(seqs)) == list(range(1, last_seq + 1))
+            ops = node_log(signer, stored)
             assert {op.entity for op in ops} >= {"ticket", "comment"}
 
             before = digests(hub_api, EU)
@@ -317,33 +406,41 @@ def test_replayed_reordered_and_resplit_batches_leave_the_hub_digests_unchanged(
             assert all(a.duplicate for a in acks), acks
             assert len(read_stream(hub)) == len(stored)
 
+            # byte-identical frames under new message ids get in, but the hub refuses them as replays
+            acks = publish(hub, fresh_ids([(m.subject, m.data, None) for m in stored], "replay"))
+            assert not any(a.duplicate for a in acks)
+            wait_merger_done(hub)
+            replayed = counters(hub_api)
+            assert replayed["refused"] == {"replayed": len(stored)}, replayed
+            assert replayed["ops_merged"] == start["ops_merged"]
+            assert digests(hub_api, EU) == before
+
             # out-of-order ops cannot share one batch: the codec refuses such a header
             with pytest.raises(WireError):
                 OpBatch(WIRE_VERSION, EU, node_id, ops[1].seq, ops[0].seq, (ops[1], ops[0]))
 
+            # the same batches signed again by the node (fresh nonces) are new frames: merged again
             rng = random.Random(20240611)
-            as_stored = [(m.subject, m.data, None) for m in stored]
+            as_stored = [signer.batch_of(m) for m in stored]
             singles = split_batches(EU, node_id, ops, max_ops=1)
             threes = split_batches(EU, node_id, ops, max_ops=3)
-            rounds: dict[str, list[Frame]] = {
-                "as-is": fresh_ids(as_stored, "dup"),
-                "reversed": fresh_ids(as_stored[::-1], "rev"),
-                "shuffled": fresh_ids(rng.sample(as_stored, len(as_stored)), "shuf"),
-                "single ops, seq descending": frames_of(EU, node_id, singles[::-1], "one"),
-                "3-op batches, shuffled": frames_of(EU, node_id, rng.sample(threes, len(threes)), "three"),
-                "single ops, shuffled, each twice": frames_of(
-                    EU, node_id, rng.sample(singles + singles, 2 * len(singles)), "twice"
-                ),
+            rounds: dict[str, list[OpBatch]] = {
+                "as-is": as_stored,
+                "reversed": as_stored[::-1],
+                "shuffled": rng.sample(as_stored, len(as_stored)),
+                "single ops, seq descending": singles[::-1],
+                "3-op batches, shuffled": rng.sample(threes, len(threes)),
+                "single ops, shuffled, each twice": rng.sample(singles + singles, 2 * len(singles)),
             }
             merged = start["ops_merged"]
-            for name, frames in rounds.items():
-                acks = publish(hub, frames)
+            for name, batches in rounds.items():
+                acks = publish(hub, signed_frames(signer, batches, name))
                 assert not any(a.duplicate for a in acks), name
                 wait_merger_done(hub)
-                sent = sum(len(decode_batch(data).ops) for _, data, _ in frames)
                 now = counters(hub_api)
-                assert now["ops_merged"] == merged + sent, name  # every op went through the merge
-                assert now["refused"] == {}, name
+                # every op went through the merge
+                assert now["ops_merged"] == merged + sum(len(b.ops) for b in batches), name
+                assert now["refused"] == replayed["refused"], name
                 merged = now["ops_merged"]
                 assert digests(hub_api, EU) == before, name
                 assert digests(node_api, EU) == before, name
@@ -361,37 +458,25 @@ def test_a_fresh_hub_fed_the_log_backwards_converges_with_the_node(tmp_path: Pat
             wait_converged(node_api, hub_api, EU)
             wait_drained(node_api)
             node_id = node_id_of(node_api)
-            ops = list({op.seq: op for m in read_stream(hub) for op in m.batch.ops}.values())
-            ops.sort(key=lambda op: op.seq)
+            wait_merger_done(hub)
+            signer = NodeSigner.of(node, node_id)
+            ops = node_log(signer, read_stream(hub))
             expected = digests(node_api, EU)
 
-        # a second hub that never saw the node: it learns of it from a heartbeat, then
-        # receives the node's whole log newest op first, one op per batch
-        with running_hub(tmp_path / "hub2") as fresh:
-            beat = {
-                "node_id": node_id,
-                "region": EU,
-                "version": "test",
-                "last_seq": ops[-1].seq,
-                "acked_seq": 0,
-                "backlog_ops": len(ops),
-                "oldest_pending_hlc": None,
-                "sent_at_ms": 0,
-            }
-            # the hub says it is ready before its bus has subscribed: ask until it answers
-            wait_for(
-                lambda: request(fresh, subjects.heartbeat_subject(EU, node_id), msgpack.packb(beat)),
-                lambda answer: answer == {"ok": True},
-                timeout_s=NATS_DEADLINE_S,
-                what="the fresh hub to accept the node's heartbeat",
-            )
-            frames = frames_of(EU, node_id, split_batches(EU, node_id, ops, max_ops=1)[::-1], "back")
-            publish(fresh, frames)
-            wait_merger_done(fresh)
-            with client(fresh.url, fresh.token("central_ops")) as fresh_api:
-                assert counters(fresh_api)["refused"] == {}
-                assert digests(fresh_api, EU) == expected
-            assert request(fresh, subjects.ack_subject(node_id), b"") == {"merged_seq": ops[-1].seq}
+    # a second hub that never saw the node: the node's key enrolls there (one-time token) and
+    # registers its policy, then the hub receives the node's whole log newest op first, one op
+    # per frame, each signed by the node
+    with running_hub(tmp_path / "hub2") as fresh:
+        enroll_at(fresh, signer)
+        frames = signed_frames(signer, split_batches(EU, node_id, ops, max_ops=1)[::-1], "back")
+        publish(fresh, frames)
+        wait_merger_done(fresh)
+        with client(fresh.url, fresh.token("central_ops")) as fresh_api:
+            assert counters(fresh_api)["refused"] == {}
+            assert counters(fresh_api)["ops_merged"] == len(ops)
+            assert digests(fresh_api, EU) == expected
+        answer = request(fresh, subjects.ack_subject(EU, node_id), b"")
+        assert answer == {"merged_seq": ops[-1].seq}
 
 
 # --- f. two regions -------------------------------------------------------------------------
@@ -438,13 +523,15 @@ def test_two_regions_replicate_separately_and_central_edits_go_to_their_region_o
             assert node_status(cn_api)["inbound_ops_merged"] >= 1
             wait_converged(cn_api, hub_api, CN)
 
-            # ... and only it: EC_DOWN holds cn-sh edits alone, and the eu-de node's
-            # consumer exists, has nothing pending and was never delivered anything
-            down = read_stream(hub, subjects.HUB_DOWN_STREAM)
+            # ... and only it: cn-sh's down stream holds cn-sh edits alone, eu-de's holds
+            # nothing, and the eu-de node's consumer exists, has nothing pending and was
+            # never delivered anything
+            down = read_stream(hub, subjects.down_stream(CN))
             assert down
             assert {m.subject for m in down} == {subjects.down_subject(CN)}
+            assert read_stream(hub, subjects.down_stream(EU)) == []
             eu_consumer = wait_for(
-                lambda: consumer_state(hub, subjects.HUB_DOWN_STREAM, f"down-{eu_id}"),
+                lambda: consumer_state(hub, subjects.down_stream(EU), subjects.down_consumer(eu_id)),
                 lambda s: s[1] >= 0,
                 timeout_s=30,
                 what="the eu-de node's down consumer",
@@ -466,7 +553,27 @@ def forged(op: Op, *, origin: str, seq: int, record_id: str) -> Op:
     return dataclasses.replace(op, origin=origin, seq=seq, record_id=record_id)
 
 
-def test_frames_from_unknown_nodes_other_regions_and_garbage_are_refused_by_reason(tmp_path: Path) -> None:
+FORGED_RECORDS = (
+    "forged-unsigned",
+    "forged-ghost",
+    "forged-posing",
+    "forged-stranger",
+    "forged-moved",
+    "forged-cut",
+    "forged-lent",
+    "forged-cn",
+    "forged-cn-eu",
+    "forged-mismatch",
+    "forged-other-origin",
+    "forged-kind",
+    "forged-policy",
+    "forged-no-node",
+    "forged-old",
+    "forged-future",
+)
+
+
+def test_frames_of_every_refusal_reason_are_counted_by_reason_and_never_merged(tmp_path: Path) -> None:
     with running_hub(tmp_path / "hub") as hub, running_node(tmp_path / "node", hub=hub) as node:
         node_api, hub_api = node_and_hub_clients(node, hub)
         with node_api, hub_api:
@@ -475,39 +582,90 @@ def test_frames_from_unknown_nodes_other_regions_and_garbage_are_refused_by_reas
             last_seq = wait_drained(node_api)["changelog_last_seq"]
             node_id = node_id_of(node_api)
             wait_merger_done(hub)
-            template = next(op for m in read_stream(hub) for op in m.batch.ops if op.entity == "ticket")
+            signer = NodeSigner.of(node, node_id)
+            stored = read_stream(hub)
+            template = next(op for op in node_log(signer, stored) if op.entity == "ticket")
             start = counters(hub_api)
             assert start["refused"] == {}
 
             ghost = "ghost0000"
             seq = last_seq + 100  # beyond the node's log, so a wrong merge could not be undone by it
+            stranger = NodeIdentity.generate()  # a key the hub never enrolled
+            own = signer.subject
+            on_ghost = subjects.ops_subject(EU, ghost)
+            on_cn = subjects.ops_subject(CN, node_id)
 
             def one(region: str, origin: str, record_id: str) -> bytes:
+                assert record_id in FORGED_RECORDS
                 op = forged(template, origin=origin, seq=seq, record_id=record_id)
                 return encode_batch(split_batches(region, origin, [op])[0])
 
+            def by_stranger(record_id: str, *, lend_fingerprint: bool = False) -> bytes:
+                """Signed by a key the hub never enrolled, naming it (forged) or the node's (altered)."""
+                return sign_frame(
+                    stranger.sign,
+                    signer.identity.fingerprint if lend_fingerprint else stranger.fingerprint,
+                    own,
+                    kind="ops",
+                    node_id=node_id,
+                    region=EU,
+                    payload=one(EU, node_id, record_id),
+                    now_ms=now_ms(),
+                    policy_version=signer.policy.version,
+                )
+
+            def signed(record_id: str, subject: str = own, **fields: Any) -> bytes:
+                """A forged op about ``record_id`` in a frame the node's key signed (fields overridable)."""
+                region = fields.pop("batch_region", EU)
+                origin = fields.pop("batch_origin", node_id)
+                return signer.frame(subject, one(region, origin, record_id), **fields)
+
             garbage = random.Random(7).randbytes(300)
-            good = one(EU, node_id, "forged-truncated")
+            cut = signed("forged-cut")
+            no_node = f"ec.ops.{EU}"
+            unknown_policy = signer.policy.version + 41
             refusals: dict[str, list[Frame]] = {
-                "unknown_node": [(subjects.ops_subject(EU, ghost), one(EU, ghost, "forged-ghost"), None)],
-                "wrong_region": [(subjects.ops_subject(CN, node_id), one(CN, node_id, "forged-cn"), None)],
-                "subject_mismatch": [
-                    (subjects.ops_subject(CN, node_id), one(EU, node_id, "forged-mismatch"), None),
-                    (subjects.ops_subject(EU, ghost), one(EU, node_id, "forged-posing"), None),
+                "unsigned": [
+                    (own, garbage, None),
+                    (own, msgpack.packb({"version": 1}), None),
+                    (own, one(EU, node_id, "forged-unsigned"), None),  # a bare batch, as before frames
+                ],
+                "unknown_node": [
+                    (on_ghost, signed("forged-ghost", on_ghost, node_id=ghost, batch_origin=ghost), None),
+                    (on_ghost, signed("forged-posing"), None),  # the node's frame on a ghost's subject
+                ],
+                "forged": [(own, by_stranger("forged-stranger"), None)],
+                "altered": [
+                    (on_cn, signed("forged-moved"), None),  # signed for another subject
+                    (own, cut[: len(cut) - 5], None),
+                    (own, by_stranger("forged-lent", lend_fingerprint=True), None),
+                ],
+                "wrong_region": [
+                    (on_cn, signed("forged-cn", on_cn, region=CN, batch_region=CN), None),
+                    (on_cn, signed("forged-cn-eu", on_cn), None),  # the body says eu-de
                 ],
                 "malformed": [
-                    (subjects.ops_subject(EU, node_id), garbage, None),
-                    (subjects.ops_subject(EU, node_id), good[: len(good) // 2], None),
-                    (subjects.ops_subject(EU, node_id), msgpack.packb({"version": 1}), None),
-                    (f"ec.ops.{EU}", good, None),  # no node token in the subject
+                    (own, signer.frame(own, garbage), None),
+                    (own, signed("forged-mismatch", batch_region=CN), None),
+                    (own, signed("forged-other-origin", batch_origin=ghost), None),
+                    (own, signed("forged-kind", kind="heartbeat"), None),
+                    (no_node, signed("forged-no-node", no_node), None),
                 ],
+                # validly signed, but under a residency policy the node never registered
+                "policy_unregistered": [(own, signed("forged-policy", policy_version=unknown_policy), None)],
+                "replayed": [
+                    (stored[0].subject, stored[0].data, None),  # accepted before: a byte-identical copy
+                    (own, signed("forged-old", signed_at_ms=now_ms() - 2 * DAY_MS), None),
+                    (own, signed("forged-future", signed_at_ms=now_ms() + HOUR_MS), None),
+                ],
+                "oversized": [(own, signer.frame(own, random.Random(8).randbytes(600 * 1024)), None)],
             }
             for reason, frames in refusals.items():
                 acks = publish(hub, fresh_ids(frames, reason))
                 assert not any(a.duplicate for a in acks), reason
                 wait_merger_done(hub)
                 now = counters(hub_api)
-                assert now["refused"].get(reason) == len(frames), (reason, now)
+                assert now["refused"].get(reason) == len(frames), f"{reason}: {now['refused']}"
                 assert now["ops_merged"] == start["ops_merged"], reason
                 assert digests(hub_api, EU) == before, reason
 
@@ -517,7 +675,7 @@ def test_frames_from_unknown_nodes_other_regions_and_garbage_are_refused_by_reas
             assert digests(hub_api, CN)["status"] == 404
             nodes = ok(hub_api.get(f"{API}/fleet"))["nodes"]
             assert [n["node_id"] for n in nodes] == [node_id]
-            for record_id in ("forged-ghost", "forged-cn", "forged-mismatch", "forged-posing"):
+            for record_id in FORGED_RECORDS:
                 assert hub_api.get(f"{API}/tickets/{EU}/{record_id}").status_code == 404
 
             # the hub keeps merging and serving
