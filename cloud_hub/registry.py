@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cloud_hub.core.enrollment import TokenRecord
+from cloud_hub.errors import HubError
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, region TEXT NOT NULL, "
@@ -69,6 +70,17 @@ _SCHEMA = (
 )
 # Columns added to ``nodes`` after its first release (open registration by heartbeat).
 _NODE_COLUMNS = (("public_key", "BLOB"), ("enrolled_ms", "INTEGER"))
+
+
+class PolicyConflictError(HubError):
+    """A node registered a policy version it had registered before with other forms."""
+
+    def __init__(self, node_id: str, version: int) -> None:
+        self.node_id, self.version = node_id, version
+        super().__init__(
+            f"node {node_id!r} registered residency policy v{version} before with other forms; "
+            "a changed policy must get a new version"
+        )
 
 
 def day_of(ms: int) -> str:
@@ -201,7 +213,11 @@ class Registry:
     # --- policies -------------------------------------------------------------------------
 
     def register_policy(self, policy: PolicyRecord) -> bool:
-        """Store a node's policy version; False if that version was known (with the same forms)."""
+        """Store a node's policy version; False if that version was known with the same forms.
+
+        Raises:
+            PolicyConflictError: the version is known with other forms (a version names one policy).
+        """
         forms = json.dumps(policy.forms, sort_keys=True)
         with self._tx() as c:
             row = c.execute(
@@ -209,6 +225,8 @@ class Registry:
                 (policy.node_id, policy.version),
             ).fetchone()
             if row is not None:
+                if json.loads(str(row[0])) != policy.forms:
+                    raise PolicyConflictError(policy.node_id, policy.version)
                 return False
             c.execute(
                 "INSERT INTO policies VALUES (?, ?, ?, ?, ?)",
@@ -408,4 +426,4 @@ def _filters(**equal: str | None) -> tuple[str, tuple[str, ...]]:
     return "WHERE " + " AND ".join(f"{k} = ?" for k in used), tuple(used.values())
 
 
-__all__ = ["NodeRecord", "PolicyRecord", "QuarantinedOp", "Registry", "day_of"]
+__all__ = ["NodeRecord", "PolicyConflictError", "PolicyRecord", "QuarantinedOp", "Registry", "day_of"]

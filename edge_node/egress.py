@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -75,7 +74,6 @@ class Egress:
         self.audit = audit
         self.policy = policy
         self._sealer = Sealer(keys, region)
-        self._lock = threading.Lock()
         self.withheld = 0
 
     @property

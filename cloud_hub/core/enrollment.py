@@ -91,8 +91,11 @@ def parse_token(text: str) -> EnrollToken:
     if not _TOKEN_ID.fullmatch(token_id):
         raise EnrollmentError("malformed_token", "the token's id must be 16 hex digits")
     try:
-        secret = base64.urlsafe_b64decode(secret_text + "=" * (-len(secret_text) % 4))
-    except (binascii.Error, ValueError):
+        padded = (secret_text + "=" * (-len(secret_text) % 4)).encode("ascii")
+        secret = base64.b64decode(padded, altchars=b"-_", validate=True)
+        if "+" in secret_text or "/" in secret_text:
+            raise ValueError("standard base64 alphabet")
+    except (binascii.Error, ValueError, UnicodeEncodeError):
         raise EnrollmentError("malformed_token", "the token's secret is not base64url") from None
     if len(secret) != SECRET_BYTES:
         raise EnrollmentError("malformed_token", f"the token's secret must be {SECRET_BYTES} bytes")
@@ -124,7 +127,12 @@ class EnrollClaim:
 
 
 def decide(
-    record: TokenRecord | None, claim: EnrollClaim, *, now_ms: int, registered_region: str | None
+    record: TokenRecord | None,
+    claim: EnrollClaim,
+    *,
+    now_ms: int,
+    registered_region: str | None,
+    registered_key: bytes | None = None,
 ) -> None:
     """Accept (return) or refuse (raise) an enrollment.
 
@@ -133,10 +141,12 @@ def decide(
         claim: the node's request.
         now_ms: the hub's clock.
         registered_region: the region the node id is already enrolled in, if it is.
+        registered_key: the public key the node id is enrolled with, if it is: a new token
+            does not let anyone take over an enrolled node id with another key.
 
     Raises:
         EnrollmentError: with reason ``unknown_token``, ``expired``, ``wrong_region``,
-            ``token_used`` or ``node_in_other_region``.
+            ``token_used``, ``node_in_other_region`` or ``node_id_taken``.
     """
     if record is None or not hmac.compare_digest(record.secret_hash, claim.token.secret_hash):
         raise EnrollmentError(
@@ -151,6 +161,12 @@ def decide(
         raise EnrollmentError(
             "node_in_other_region",
             f"node {claim.node_id!r} is already enrolled in region {registered_region!r}",
+        )
+    if registered_key is not None and not hmac.compare_digest(registered_key, claim.public_key):
+        raise EnrollmentError(
+            "node_id_taken",
+            f"node id {claim.node_id!r} is enrolled with another key; a node keeps its identity, "
+            "so give a replacement node a new data directory (and so a new id)",
         )
     if record.used_ms is not None:
         if record.used_by == claim.node_id and record.used_key == claim.public_key:
