@@ -28,13 +28,13 @@ Key events are audited in the shape the running node's egress gives them
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_node.egress import key_event_entry
 from edge_node.errors import EdgeNodeError
 from edge_node.node_security import open_audit_log
 from security.audit_log import AuditLog, audit_db_path
@@ -112,22 +112,6 @@ def opened_audit_log(node: NodeDir) -> Iterator[AuditLog]:
     audit = open_audit_log(node.data_dir, identity, node_id=node.node_id, region=node.region)
     with audit:
         yield audit
-
-
-def key_event_entry(event: KeyEvent) -> tuple[str, dict[str, object]]:
-    """The audit entry ``(kind, body)`` of a key event; ids and versions, never key bytes."""
-    body: dict[str, object] = {"key_id": event.key_id, "version": event.version}
-    for name, value in event.detail.items():
-        body[name] = value if _is_json(value) else str(value)
-    return event.kind, body
-
-
-def _is_json(value: object) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def inventory_json(inventory: KeyInventory) -> dict[str, object]:

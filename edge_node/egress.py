@@ -37,7 +37,8 @@ from security.identity import NodeIdentity
 from security.keystore import KeyEvent, KeyShreddedError, KeyStore
 from security.pseudonym import pseudonymise
 from sync.crdt import Op, StorageValue
-from sync.residency import EgressTally, ResidencyPolicy, egress_op, entity_forms
+from sync.entities import BY_NAME
+from sync.residency import EgressTally, ResidencyPolicy, egress_op, entity_forms, key_id_for
 from sync.residency import Form as Form
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class Egress:
         tally = EgressTally()
         withheld = 0
         pseudonym_key = self.keys.pseudonym_key()
+        # every data key this run needs, made in one key-store commit (new customers and records)
+        self.keys.data_keys(self._key_ids(ops, customers))
 
         def seal(entity: str, record_id: str, field: str, key_id: str, value: StorageValue) -> str | None:
             nonlocal withheld
@@ -109,6 +112,23 @@ class Egress:
             self.withheld += withheld
             log.warning("withheld %d value(s) of erased customers from the hub", withheld)
         return PreparedOps(out, tally, withheld)
+
+    def _key_ids(self, ops: Sequence[Op], customers: Mapping[tuple[str, str], str | None]) -> set[str]:
+        ids = set()
+        for op in ops:
+            entity = BY_NAME.get(op.entity)
+            if entity is None:
+                continue
+            for name, change in op.changes.items():
+                if (
+                    entity.has(name)
+                    and self.policy.field_form(entity, name) is Form.SEALED
+                    and change.register is not None
+                    and change.register.value is not None
+                ):
+                    ids.add(key_id_for(op.entity, op.record_id, customers.get((op.entity, op.record_id))))
+                    break
+        return ids
 
     def sign(self, subject: str, kind: str, payload: bytes, now_ms: int) -> bytes:
         """A signed frame of ``payload`` for ``subject``."""
@@ -142,12 +162,21 @@ class Egress:
 
     def on_key_event(self, event: KeyEvent) -> None:
         """Every key event goes to the audit log (key ids and versions, never key bytes)."""
-        body = {
-            "key_id": event.key_id,
-            "version": event.version,
-            **{k: _jsonable(v) for k, v in event.detail.items()},
-        }
-        self.audit.append(event.kind, body)
+        self.on_key_events([event])
+
+    def on_key_events(self, events: Sequence[KeyEvent]) -> None:
+        """The events of one key-store commit, as audit entries written in one transaction."""
+        self.audit.append_many([key_event_entry(e) for e in events])
+
+
+def key_event_entry(event: KeyEvent) -> tuple[str, dict[str, object]]:
+    """The audit entry of a key event: its kind, key id, version and details; never key bytes."""
+    body = {
+        "key_id": event.key_id,
+        "version": event.version,
+        **{k: _jsonable(v) for k, v in event.detail.items()},
+    }
+    return event.kind, body
 
 
 def _jsonable_tree(value: object) -> dict[str, object]:

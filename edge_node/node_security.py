@@ -11,7 +11,7 @@ run, the node adopts the next policy version and audits the change.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +86,8 @@ async def open_node_security(config: NodeConfig, *, node_id: str, store: Store) 
         stack.callback(audit.close)
         stack.callback(_checkpoint_on_close, audit)
         pending_events: list[KeyEvent] = []
-        sink: list[Callable[[KeyEvent], None]] = [pending_events.append]
-        keys = KeyStore(config.keys_path, region=config.region, on_event=lambda event: sink[0](event))
+        sink: list[Callable[[Sequence[KeyEvent]], None]] = [pending_events.extend]
+        keys = KeyStore(config.keys_path, region=config.region, on_events=lambda events: sink[0](events))
         keys.open()
         stack.callback(keys.close)
         stored = await store.read(lambda r: r.meta(POLICY_META_KEY))
@@ -95,9 +95,9 @@ async def open_node_security(config: NodeConfig, *, node_id: str, store: Store) 
         egress = Egress(
             region=config.region, node_id=node_id, identity=identity, keys=keys, audit=audit, policy=policy
         )
-        for event in pending_events:  # keys made on first open, before the egress existed
-            egress.on_key_event(event)
-        sink[0] = egress.on_key_event
+        if pending_events:  # keys made on first open, before the egress existed
+            egress.on_key_events(pending_events)
+        sink[0] = egress.on_key_events
         if change is not None:
             audit.append("policy_changed", {**change, "by": "config"})
             await store.write(

@@ -49,7 +49,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -210,6 +210,8 @@ class KeyStore:
         region: The region these keys belong to; bound into every wrap.
         wall_ms: Wall clock in Unix milliseconds, for timestamps.
         on_event: Called with each :class:`KeyEvent` after its commit.
+        on_events: Called once with all the events of one commit (instead of
+            ``on_event``), so a caller can record a batch of new keys in one write.
     """
 
     def __init__(
@@ -219,11 +221,13 @@ class KeyStore:
         region: str,
         wall_ms: Callable[[], int] = _epoch_ms,
         on_event: Callable[[KeyEvent], None] | None = None,
+        on_events: Callable[[Sequence[KeyEvent]], None] | None = None,
     ) -> None:
         self.path = path
         self.region = region
         self._wall_ms = wall_ms
         self._on_event = on_event
+        self._on_events = on_events
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._kek: tuple[int, bytes] | None = None
@@ -353,7 +357,10 @@ class KeyStore:
         self._pseudonym = None
 
     def _emit(self, events: list[KeyEvent]) -> None:
-        if self._on_event is not None:
+        if self._on_events is not None:
+            if events:
+                self._on_events(events)
+        elif self._on_event is not None:
             for event in events:
                 self._on_event(event)
 
@@ -459,6 +466,51 @@ class KeyStore:
             self._latest[key_id] = key.version
         self._emit(events)
         return key
+
+    def data_keys(self, key_ids: Iterable[str]) -> dict[str, DataKey]:
+        """The newest live data key of each id, creating the missing ones in one transaction.
+
+        Shredded ids are left out of the answer (they are never recreated); the
+        caller decides what to do with their values. One commit (and one batch of
+        events) however many keys are new: sealing a batch of operations for new
+        customers costs one fsync here, not one per customer.
+
+        Raises:
+            InvalidKeyIdError: an id does not fit an envelope.
+            KeyStoreError: the store is closed or the file fails.
+        """
+        wanted = sorted(set(key_ids))
+        for key_id in wanted:
+            check_key_id(key_id)
+        found: dict[str, DataKey] = {}
+        events: list[KeyEvent] = []
+        with self._lock:
+            conn, _, _ = self._connection()
+            missing = []
+            for key_id in wanted:
+                cached = self._dek_cache.get((key_id, self._latest.get(key_id, 0)))
+                if cached is not None:
+                    found[key_id] = cached
+                else:
+                    missing.append(key_id)
+            if not missing:
+                return found
+            with self._sqlite_errors(), _transaction(conn):
+                now = self._wall_ms()
+                for key_id in missing:
+                    if self._tombstone(conn, key_id) is not None:
+                        continue
+                    key = self._data_key(conn, key_id, None)
+                    if key is None:
+                        key = DataKey(key_id, 1, _primitives.new_key())
+                        self._insert(conn, "dek", key_id, key.key, now)
+                        events.append(KeyEvent("data_key_created", key_id, 1, now))
+                    found[key_id] = key
+            for key in found.values():
+                self._dek_cache[(key.key_id, key.version)] = key
+                self._latest[key.key_id] = key.version
+        self._emit(events)
+        return found
 
     def existing_data_key(self, key_id: str, version: int | None = None) -> DataKey:
         """Data key ``key_id`` at ``version`` (the newest if None); never creates one.

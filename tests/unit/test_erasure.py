@@ -29,10 +29,10 @@ from edge_node.admin_audit import (
     ensure_stopped,
     inventory_json,
     inventory_offline,
-    key_event_entry,
     rotate_kek_offline,
 )
 from edge_node.cli_keys import keys_app
+from edge_node.egress import key_event_entry
 from edge_node.erasure import (
     DEFAULT_REASON,
     blanking,
