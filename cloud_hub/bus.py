@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 MERGER_DURABLE = "hub-merger"
 DOWN_PUBLISHED_KEY = "down_published_seq"
 MAX_DOWN_CONSUMERS = 256  # one durable per node of a region
+OPS_MAX_AGE_S = 7 * 24 * 3600.0  # merged batches live on in the region stores; nodes resend anything unmerged
+# Refusals of frames whose signature verified: a region's own data, refused before its residency check.
+# (Frames failing the signature are a stranger's bytes; they are terminated, not erased one by one.)
+SIGNED_REFUSALS = frozenset({"malformed", "wrong_region", "policy_unregistered"})
 MAX_FRAME_BYTES = 512 * 1024  # nodes send batches of at most 256 kB; the stream takes up to 1 MiB
 TRANSIENT = (NatsError, JetStreamError, NatsTimeoutError, TimeoutError, OSError)
 UNPARSED = (SyncError, HubError, KeyError, TypeError, ValueError, msgpack.UnpackException)
@@ -145,6 +149,7 @@ class HubBus:
             max_msg_size=1_048_576,
             # a region's credentials may create consumers on its own down stream: bound how many
             max_consumers=MAX_DOWN_CONSUMERS if per_region else None,
+            max_age=None if per_region else OPS_MAX_AGE_S,
         )
         try:
             await js.add_stream(config)
@@ -338,7 +343,8 @@ class HubBus:
     async def _merge_messages(self, msgs: list[Msg]) -> None:
         by_region: dict[str, dict[str, list[Op]]] = defaultdict(lambda: defaultdict(list))
         policies: dict[str, ResidencyPolicy] = {}
-        accepted: list[tuple[Msg, VerifiedFrame]] = []
+        accepted: list[tuple[Msg, VerifiedFrame, OpBatch]] = []
+        refused: list[Msg] = []
         refusals: list[tuple[str, str]] = []
         for msg in msgs:
             try:
@@ -350,26 +356,45 @@ class HubBus:
                 log.warning("refused batch on %s: %s", msg.subject, exc)
                 with contextlib.suppress(*TRANSIENT):
                     await msg.term()
+                if reason in SIGNED_REFUSALS:
+                    refused.append(msg)
                 continue
             # remembered now, in memory, so a copy later in this same fetch is refused; a redelivery
             # of this message after a failed merge has the same delivery id and passes
             self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, _delivery(msg))
             by_region[batch.region][batch.node_id].extend(batch.ops)
             policies[batch.node_id] = policy
-            accepted.append((msg, frame))
+            accepted.append((msg, frame, batch))
+        quarantined: set[tuple[str, int]] = set()
         for region, ops_by_node in by_region.items():
-            merged = await self.hub.merge(region, ops_by_node, policies)
-            log.debug(
-                "merged %s into %s up to %s", {n: len(o) for n, o in ops_by_node.items()}, region, merged
-            )
+            merged = await self.hub.merge(region, ops_by_node, policies, quarantined_out=quarantined)
+            counts = {n: len(o) for n, o in ops_by_node.items()}
+            log.debug("merged %s into %s up to %s", counts, region, merged)
         now = self.hub.wall_ms()
-        remembered = [(f.node_id, f.nonce, f.signed_at_ms, _delivery(m)) for m, f in accepted]
+        remembered = [(f.node_id, f.nonce, f.signed_at_ms, _delivery(m)) for m, f, _ in accepted]
         self.guard.prune(now)
         await asyncio.to_thread(self._record, remembered, refusals, now)
         self.hub.counters.frames_accepted += len(accepted)
-        for msg, _ in accepted:  # only after every merge above committed
+        for msg, _, _ in accepted:  # only after every merge above committed
             with contextlib.suppress(*TRANSIENT):
                 await msg.ack()
+        # a region's own frame that was refused unchecked, or one carrying a quarantined operation, may
+        # hold values the region does not let out in that form: nothing of it may stay on the hub's disk
+        carrying = [m for m, _, b in accepted if any((b.node_id, op.seq) in quarantined for op in b.ops)]
+        await self._erase([*refused, *carrying])
+
+    async def _erase(self, msgs: Sequence[Msg]) -> None:
+        """Delete messages from ``EC_OPS``; the server overwrites a deleted message's bytes."""
+        js = self.nc.jetstream()
+        seqs = [seq for msg in msgs if (seq := _delivery(msg)) is not None]
+        results = await asyncio.gather(
+            *(js.delete_msg(subjects.HUB_OPS_STREAM, seq) for seq in seqs), return_exceptions=True
+        )
+        for seq, result in zip(seqs, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning(
+                    "could not erase refused message %d from %s: %s", seq, subjects.HUB_OPS_STREAM, result
+                )
 
     def _record(
         self, remembered: list[tuple[str, bytes, int, int | None]], refusals: list[tuple[str, str]], now: int

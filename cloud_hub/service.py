@@ -279,18 +279,21 @@ class Hub:
         region: str,
         ops_by_node: Mapping[str, Sequence[Op]],
         policies: Mapping[str, ResidencyPolicy] | None = None,
+        quarantined_out: set[tuple[str, int]] | None = None,
     ) -> dict[str, int]:
         """Merge one region's operations in one transaction; return each node's merged seq.
 
         With ``policies`` (each sending node's registered policy) every operation
         is checked first: one with a field in a form its policy forbids is not
         merged but quarantined (ids and field names recorded, never values), and
-        counted as handled so the node's watermark moves on.
+        counted as handled so the node's watermark moves on. ``quarantined_out``
+        receives ``(node id, seq)`` of each, so the caller can erase the message
+        that carried it (its values must not stay at the hub).
         """
         counters = self.counters
-        quarantined: list[QuarantinedOp] = []
-        arrived: dict[tuple[str, str, str], int] = {}
         now = self.wall_ms()
+        check = _Admission(region, now, quarantined_out)
+        quarantined, arrived = check.quarantined, check.arrived
 
         def write(tx: Tx) -> dict[str, int]:
             for node_id, ops in ops_by_node.items():
@@ -301,22 +304,8 @@ class Hub:
                         counters.refuse_op("unknown_entity")
                         log.warning("refused op %s:%d for unknown entity %r", node_id, op.seq, op.entity)
                         continue
-                    if policy is not None:
-                        problems = check_op(op, policy, is_sealed=looks_sealed, is_pseudonym=looks_pseudonym)
-                        if problems:
-                            mark_handled(tx.conn, op)
-                            counters.refuse_op("policy_violation")
-                            counters.ops_quarantined += 1
-                            quarantined.append(_quarantined(region, op, problems, now))
-                            log.warning(
-                                "quarantined op %s:%d: %s", node_id, op.seq, "; ".join(map(str, problems))
-                            )
-                            continue
-                        for name in op.changes:
-                            if entity.has(name):
-                                data_class = entity.field(name).data_class
-                                k = (region, data_class.value, policy.forms[data_class].value)
-                                arrived[k] = arrived.get(k, 0) + 1
+                    if policy is not None and not _admit(tx, op, policy, check):
+                        continue
                     try:
                         outcome = tx.merge(entity, op)
                     except ClockDriftError as exc:
@@ -336,6 +325,9 @@ class Hub:
                 egress=arrived,
                 quarantined=quarantined,
             )
+        for _ in quarantined:  # counted once recorded, so the API never shows one hub.db lacks
+            counters.refuse_op("policy_violation")
+            counters.ops_quarantined += 1
         for node_id, seq in merged.items():
             self.fleet.confirmed(node_id, seq)
         return merged
@@ -416,6 +408,36 @@ def issue_enroll_token(registry: Registry, region: str, *, ttl_s: float, now_ms:
     )
     log.info("enrollment token %s issued for region %s", token.token_id, region)
     return token
+
+
+@dataclass(slots=True)
+class _Admission:
+    """What the residency check of one merge found: quarantined ops, and arrivals by class and form."""
+
+    region: str
+    now_ms: int
+    out: set[tuple[str, int]] | None
+    quarantined: list[QuarantinedOp] = field(default_factory=list)
+    arrived: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+
+def _admit(tx: Tx, op: Op, policy: ResidencyPolicy, check: _Admission) -> bool:
+    """Whether ``op`` may be merged under its node's policy; quarantine it (once) if not."""
+    problems = check_op(op, policy, is_sealed=looks_sealed, is_pseudonym=looks_pseudonym)
+    if problems:
+        if mark_handled(tx.conn, op):  # a redelivered one was recorded already
+            check.quarantined.append(_quarantined(check.region, op, problems, check.now_ms))
+            log.warning("quarantined op %s:%d: %s", op.origin, op.seq, "; ".join(map(str, problems)))
+        if check.out is not None:
+            check.out.add((op.origin, op.seq))
+        return False
+    entity = BY_NAME[op.entity]
+    for name in op.changes:
+        if entity.has(name):
+            data_class = entity.field(name).data_class
+            k = (check.region, data_class.value, policy.forms[data_class].value)
+            check.arrived[k] = check.arrived.get(k, 0) + 1
+    return True
 
 
 def _policy(record: PolicyRecord) -> ResidencyPolicy:
