@@ -25,6 +25,8 @@ change log and replicates to the hub like any other operational data.
 #   wrap_up_s    release to the agent leaving wrap-up; 0 when other contacts kept it busy
 #   outcome      the latest fate: overflowed while waiting in the overflow queue, then
 #                answered, abandoned, callback or refused; self_service for IVR hang-ups
+#   recording_uri  where the switch stored the call's recording, from any report naming it
+#                  (the latest wins), also after the record is final; media: stays in the region
 #
 # A contact id offered again after its record was final (a callback taken, say) starts the
 # record afresh: arrival writes every field, clearing the old ones.
@@ -91,6 +93,7 @@ class CallRecord:
     overflowed_at: datetime | None = None
     ended_by: str | None = None
     transferred_to: str | None = None
+    recording_uri: str | None = None
 
     @classmethod
     def from_values(cls, values: Mapping[str, Value]) -> CallRecord:
@@ -119,6 +122,7 @@ class CallRecord:
             overflowed_at=instants.get("overflowed_at"),
             ended_by=text.get("ended_by"),
             transferred_to=text.get("transferred_to"),
+            recording_uri=text.get("recording_uri"),
         )
 
 
@@ -256,6 +260,15 @@ class CallRecorder:
         """Who ends the connected contact (or where it was transferred); the release event follows."""
         if (call := self._open.get(contact_id)) is not None:
             call.ended_by, call.transferred_to = by, transferred_to
+
+    def recorded(self, contact_id: str, recording_uri: str) -> None:
+        """The switch stored a recording of the contact at `recording_uri` (checked by the caller).
+
+        Unlike the routing facts this is kept also after the record is final: a switch may name
+        the recording only once the file is complete, after the agent's wrap-up. A contact this
+        node never recorded has no record to update, and nothing is written.
+        """
+        self._push(contact_id, {"recording_uri": recording_uri})
 
     def ivr_ended(self, contact_id: str, at: float, *, outcome: str) -> None:
         """The contact left in the IVR: `self_service` (the flow hung up) or `abandoned`."""

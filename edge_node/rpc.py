@@ -183,6 +183,20 @@ def contact_id_of(value: str, field: str = "contact_id") -> str:
         raise BadRequestError(field, exc.problem) from None
 
 
+def recording_uri_of(event: pb.ContactEvent) -> str | None:
+    """Where the switch stored the contact's recording, checked as the call record declares it.
+
+    None when the event names no recording (unset, or empty after trimming).
+    """
+    if not event.HasField("recording_uri"):
+        return None
+    try:
+        value = convert(CALL_RECORD.field("recording_uri"), event.recording_uri)
+    except FieldValueError as exc:
+        raise BadRequestError("recording_uri", exc.problem) from None
+    return str(value) if value else None
+
+
 def caller_location(number: str) -> tuple[str | None, str | None]:
     """ISO 3166 region and area of an E.164 number: the geographic description, else the NDC."""
     if not number:
@@ -407,6 +421,13 @@ class CallControlServicer(pb_grpc.CallControlServicer):
             raise BadRequestError(
                 "kind", "set one of ringing, answered, abandoned, transferred, ended, declined"
             )
+        recording_uri = recording_uri_of(event)  # checked first: a refused event changes nothing
+        self._apply_kind(event, kind, contact_id, at)
+        if recording_uri is not None:  # a record-only fact, so straight to the recorder, after the event
+            board.recorder.recorded(contact_id, recording_uri)
+
+    def _apply_kind(self, event: pb.ContactEvent, kind: str, contact_id: str, at: datetime | None) -> None:
+        board = self.switchboard
         if kind == "abandoned":
             board.abandoned(contact_id, at)
             return

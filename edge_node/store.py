@@ -155,6 +155,21 @@ def _m0003(db: sqlite_utils.Database) -> None:
     _create_entity_table(db, CALL_RECORD)
 
 
+@MIGRATIONS(name="0004_call_recordings")
+def _m0004(db: sqlite_utils.Database) -> None:
+    # Where the region's recording store keeps a call's recording (media: it stays in the region).
+    # A database whose call_records table 0001 or 0003 created in this release has the column.
+    _add_declared_column(db, CALL_RECORD, "recording_uri")
+
+
+def _add_declared_column(db: sqlite_utils.Database, entity: Entity, name: str) -> None:
+    """Add one declared field's column, typed as the declaration derives it; a no-op if present."""
+    table = db.table(entity.table)
+    if name not in table.columns_dict:
+        column_type = sqlite_columns(entity)[name]
+        db.execute(f"ALTER TABLE {entity.table} ADD COLUMN {name} {column_type}")
+
+
 def _create_entity_table(db: sqlite_utils.Database, entity: Entity) -> None:
     """The table and indexes derived from a declaration, as 0001 creates them; a no-op if present."""
     table = db.table(entity.table)

@@ -231,7 +231,7 @@ class ContactOverflowed(_message.Message):
     def __init__(self, from_queue_id: _Optional[str] = ..., to_queue_id: _Optional[str] = ..., outcome: _Optional[_Union[Decision, _Mapping]] = ...) -> None: ...
 
 class ContactEvent(_message.Message):
-    __slots__ = ("contact_id", "agent_id", "occurred_at", "ringing", "answered", "abandoned", "transferred", "ended", "declined")
+    __slots__ = ("contact_id", "agent_id", "occurred_at", "ringing", "answered", "abandoned", "transferred", "ended", "declined", "recording_uri")
     CONTACT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +241,7 @@ class ContactEvent(_message.Message):
     TRANSFERRED_FIELD_NUMBER: _ClassVar[int]
     ENDED_FIELD_NUMBER: _ClassVar[int]
     DECLINED_FIELD_NUMBER: _ClassVar[int]
+    RECORDING_URI_FIELD_NUMBER: _ClassVar[int]
     contact_id: str
     agent_id: str
     occurred_at: _timestamp_pb2.Timestamp
@@ -250,7 +251,8 @@ class ContactEvent(_message.Message):
     transferred: Transferred
     ended: Ended
     declined: Declined
-    def __init__(self, contact_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ringing: _Optional[_Union[Ringing, _Mapping]] = ..., answered: _Optional[_Union[Answered, _Mapping]] = ..., abandoned: _Optional[_Union[Abandoned, _Mapping]] = ..., transferred: _Optional[_Union[Transferred, _Mapping]] = ..., ended: _Optional[_Union[Ended, _Mapping]] = ..., declined: _Optional[_Union[Declined, _Mapping]] = ...) -> None: ...
+    recording_uri: str
+    def __init__(self, contact_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ringing: _Optional[_Union[Ringing, _Mapping]] = ..., answered: _Optional[_Union[Answered, _Mapping]] = ..., abandoned: _Optional[_Union[Abandoned, _Mapping]] = ..., transferred: _Optional[_Union[Transferred, _Mapping]] = ..., ended: _Optional[_Union[Ended, _Mapping]] = ..., declined: _Optional[_Union[Declined, _Mapping]] = ..., recording_uri: _Optional[str] = ...) -> None: ...
 
 class Ringing(_message.Message):
     __slots__ = ()

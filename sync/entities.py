@@ -3,7 +3,8 @@
 Schema, change log, API validation and residency filtering all read these
 declarations; a field is added here and nowhere else. Data classes follow
 DESIGN.md: anything a customer typed or that identifies a person is
-``personal``; workflow state is ``operational``.
+``personal``; workflow state is ``operational``; call recordings (and where
+they are kept) are ``media``, which by default never leaves the region.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sync.entity import DataClass, Entity, Field, Kind, MergeKind
 OPS = DataClass.OPERATIONAL
 PERSONAL = DataClass.PERSONAL
 PUBLIC = DataClass.PUBLIC
+MEDIA = DataClass.MEDIA
 
 TICKET_TYPES = ("consult", "fault", "complaint", "service_request")
 PRIORITIES = ("P1", "P2", "P3", "P4")
@@ -249,6 +251,16 @@ CALL_RECORD = Entity(
             PERSONAL,
             max_length=128,
             description="where the agent transferred the call (may be an outside number)",
+        ),
+        _server(
+            "recording_uri",
+            Kind.TEXT,
+            MEDIA,
+            max_length=512,
+            description=(
+                "where the region's recording store keeps the call's recording; "
+                "never leaves the region under the default policy"
+            ),
         ),
     ),
 )

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,10 @@ from edge_node.core.routing import (
     Queued,
     RoutingEngine,
 )
+from edge_node.rpc import CallControlServicer
 from edge_node.store import Store
 from edge_node.switchboard import Arrival, Switchboard
+from proto import callcontrol_pb2 as pb
 from sync.entities import CALL_RECORD
 
 WALL0 = 1_700_000_000.0
@@ -252,3 +255,65 @@ async def test_switch_timestamps_count_only_between_the_last_instant_and_now(
     desk.at(20)
     board.answered("c1", "yan", occurred_at=s(reported))
     assert (await desk.record("c1")).answered_at == s(used)
+
+
+# --- recordings, reported over CallControl.ReportEvents --------------------------------------------
+
+NO_CONTEXT: Any = None  # ReportEvents answers with a summary and never touches its context
+
+
+async def report(board: Switchboard, *events: pb.ContactEvent) -> pb.ReportEventsResponse:
+    async def stream() -> AsyncIterator[pb.ContactEvent]:
+        for event in events:
+            yield event
+
+    return await CallControlServicer(board).ReportEvents(stream(), NO_CONTEXT)
+
+
+async def test_a_reported_recording_uri_reaches_the_call_record(desk: Desk) -> None:
+    board = desk.board
+    board.set_agent_state("yan", AgentState.AVAILABLE, None)
+    board.offer(voice("c1"), "second")
+    uri = "s3://recordings-eu-de/2026/03/02/c1.opus"
+    summary = await report(
+        board,
+        pb.ContactEvent(contact_id="c1", agent_id="yan", answered=pb.Answered(), recording_uri=""),
+        pb.ContactEvent(contact_id="c1", agent_id="yan", ended=pb.Ended(), recording_uri=uri),
+    )
+    assert (summary.applied, list(summary.rejected)) == (2, [])
+    record = await desk.record("c1")
+    assert (record.outcome, record.ended_by, record.recording_uri) == ("answered", "agent", uri)
+    desk.at(5)
+    board.set_agent_state("yan", AgentState.AVAILABLE, None)  # wrap-up ends: the record is final
+    assert (await desk.record("c1")).recording_uri == uri
+    board.offer(voice("c1"), "second")  # offered again: a fresh record has no recording yet
+    assert (await desk.record("c1")).recording_uri is None
+
+
+async def test_a_recording_uri_longer_than_declared_refuses_its_event(desk: Desk) -> None:
+    board = desk.board
+    board.set_agent_state("yan", AgentState.AVAILABLE, None)
+    board.offer(voice("c1"), "second")
+    limit = CALL_RECORD.field("recording_uri").max_length
+    too_long = "s3://r/" + "x" * (limit - 6)
+    summary = await report(
+        board,
+        pb.ContactEvent(contact_id="c1", agent_id="yan", answered=pb.Answered()),
+        pb.ContactEvent(contact_id="c1", agent_id="yan", ended=pb.Ended(), recording_uri=too_long),
+    )
+    assert summary.applied == 1
+    assert list(summary.rejected) == [
+        pb.RejectedEvent(
+            index=1,
+            contact_id="c1",
+            status="INVALID_ARGUMENT",
+            detail=f"invalid recording_uri: longer than {limit} characters",
+        )
+    ]
+    record = await desk.record("c1")
+    assert (record.ended_at, record.recording_uri) == (None, None)  # nothing of the event applied
+    assert board.engine.agent("yan").state is AgentState.ON_CONTACT
+    longest = too_long[:limit]
+    ended = pb.ContactEvent(contact_id="c1", agent_id="yan", ended=pb.Ended(), recording_uri=longest)
+    assert (await report(board, ended)).applied == 1
+    assert (await desk.record("c1")).recording_uri == longest

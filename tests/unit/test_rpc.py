@@ -18,7 +18,14 @@ from edge_node.core.routing import (
     UnknownQueueError,
 )
 from edge_node.errors import EdgeNodeError
-from edge_node.rpc import STATUS_BY_ERROR, BadRequestError, caller_location, decision_message, status_of
+from edge_node.rpc import (
+    STATUS_BY_ERROR,
+    BadRequestError,
+    caller_location,
+    decision_message,
+    recording_uri_of,
+    status_of,
+)
 from edge_node.switchboard import UnknownFlowError, WatcherTooSlowError
 from proto import callcontrol_pb2 as pb
 
@@ -91,3 +98,29 @@ def test_no_row_of_the_table_is_shadowed_by_an_earlier_one() -> None:
     types = [error for error, _ in STATUS_BY_ERROR]
     for i, later in enumerate(types):
         assert not any(issubclass(later, earlier) for earlier in types[:i]), later
+
+
+@pytest.mark.parametrize(
+    ("event", "uri"),
+    [
+        (pb.ContactEvent(contact_id="c1"), None),  # unset: nothing to record
+        (pb.ContactEvent(contact_id="c1", recording_uri=""), None),
+        (pb.ContactEvent(contact_id="c1", recording_uri="  "), None),
+        (pb.ContactEvent(contact_id="c1", recording_uri=" file:///rec/c1.wav "), "file:///rec/c1.wav"),
+        (pb.ContactEvent(contact_id="c1", recording_uri="s3://r/" + "x" * 505), "s3://r/" + "x" * 505),
+    ],
+)
+def test_the_recording_uri_is_read_as_the_call_record_declares_it(
+    event: pb.ContactEvent, uri: str | None
+) -> None:
+    assert recording_uri_of(event) == uri
+
+
+def test_a_recording_uri_over_512_characters_is_bad_input_naming_the_field() -> None:
+    event = pb.ContactEvent(contact_id="c1", recording_uri="s3://r/" + "x" * 506)
+    with pytest.raises(
+        BadRequestError, match=r"^invalid recording_uri: longer than 512 characters$"
+    ) as caught:
+        recording_uri_of(event)
+    assert caught.value.field == "recording_uri"
+    assert status_of(caught.value) is grpc.StatusCode.INVALID_ARGUMENT

@@ -24,13 +24,18 @@ from edge_node.store import (
     migrate,
 )
 from sync.entities import CALL_RECORD, DEPARTMENT, TICKET
-from sync.entity import Value, encode_fields
+from sync.entity import Value, encode_fields, sqlite_columns
 from sync.hlc import HLCTimestamp
 
 NODE = "node-a"
 WALL_MS = 1_772_442_000_000  # 2026-03-02T09:00:00Z
 AT = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-MIGRATIONS = ("0001_entities_changelog_idempotency", "0002_replica_metadata", "0003_call_records")
+MIGRATIONS = (
+    "0001_entities_changelog_idempotency",
+    "0002_replica_metadata",
+    "0003_call_records",
+    "0004_call_recordings",
+)
 
 
 class BoomError(Exception):
@@ -337,3 +342,56 @@ def test_an_unusable_path_is_reported(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailableError, match=r"a-directory\.db is unavailable"):
         store.open()
     store.close()
+
+
+# --- 0004: call recordings -------------------------------------------------------------------------
+
+
+async def test_0004_adds_recording_uri_to_an_older_call_records_table(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    open_store(db_path).close()
+    old_columns = {n: t for n, t in sqlite_columns(CALL_RECORD).items() if n != "recording_uri"}
+    conn = sqlite3.connect(db_path)
+    with conn:  # call_records as 0003 of the previous release created it, holding one record
+        conn.execute("DROP TABLE call_records")
+        columns = ", ".join(f"{n} {t}{' PRIMARY KEY' if n == 'id' else ''}" for n, t in old_columns.items())
+        conn.execute(f"CREATE TABLE call_records ({columns})")
+        conn.execute("INSERT INTO call_records (id, outcome) VALUES ('call-1', 'answered')")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0004_call_recordings'")
+    conn.close()
+    assert "recording_uri" not in [
+        name for (_, name, *_) in query(db_path, "PRAGMA table_info(call_records)")
+    ]
+
+    caplog.set_level(logging.INFO, logger="edge_node.store")
+    caplog.clear()  # only what reopening the old database logs
+    store = open_store(db_path)
+    try:
+        applied = [r.getMessage() for r in caplog.records if r.name == "edge_node.store"]
+        assert "schema migration applied: 0004_call_recordings" in applied
+        table = query(db_path, "PRAGMA table_info(call_records)")
+        assert [name for (_, name, *_) in table] == [f.name for f in CALL_RECORD.fields]
+        assert [kind for (_, name, kind, *_) in table if name == "recording_uri"] == ["TEXT"]
+        record = await store.read(lambda r: r.require(CALL_RECORD, "call-1"))
+        assert (record["outcome"], record["recording_uri"]) == ("answered", None)
+        uri = "s3://recordings-eu-de/call-1.opus"
+        await store.write(lambda tx: tx.update(CALL_RECORD, "call-1", {"recording_uri": uri}), actor="t")
+        assert query(db_path, "SELECT recording_uri FROM call_records") == [(uri,)]
+    finally:
+        store.close()
+
+
+def test_0004_on_a_database_that_has_the_column_changes_nothing(db_path: Path) -> None:
+    open_store(db_path).close()
+    before = query(db_path, "PRAGMA table_info(call_records)")
+    conn = sqlite3.connect(db_path)
+    with conn:  # applied again, as if it never ran: the column is there already
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0004_call_recordings'")
+    conn.close()
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        assert migrate(conn) == ["0004_call_recordings"]
+    finally:
+        conn.close()
+    assert query(db_path, "PRAGMA table_info(call_records)") == before
