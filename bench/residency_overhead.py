@@ -97,8 +97,9 @@ from edge_node.replication import ReplicationSettings, customers_of
 from edge_node.service import NodeService
 from edge_node.store import Reader, Store
 from security.envelope import looks_sealed
-from security.frames import ReplayGuard, verify_frame
+from security.frames import verify_frame
 from security.pseudonym import looks_pseudonym
+from security.replay import ReplayGuard
 from security.roles import Role
 from security.tokens import Principal
 from sync import subjects

@@ -13,7 +13,7 @@ from cloud_hub.http import create_hub_app
 from cloud_hub.service import Hub
 from edge_node import __version__
 from edge_node.serving import HttpServer
-from security.provisioning import load_hub_security
+from security.links import load_hub_security
 from security.tokens import load_or_create_secret
 from sync.transport.natsd import NatsServer, NatsServerConfig
 

@@ -46,12 +46,12 @@ from cloud_hub.service import Hub, PolicyUnknownError
 from edge_node.store import Reader, Tx
 from security.frames import (
     FrameRejected,
-    ReplayGuard,
     VerifiedFrame,
     unverified_payload,
     verify_frame,
     verify_frame_with_key,
 )
+from security.replay import ReplayGuard
 from sync import subjects
 from sync.crdt import Op
 from sync.errors import SyncError

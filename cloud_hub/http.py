@@ -29,7 +29,8 @@ from edge_node.http_common import (
 )
 from edge_node.service import public
 from security.errors import SecurityError
-from security.report import ReportInputError, parse_period, to_html, to_json
+from security.report import ReportInputError, parse_period, to_json
+from security.report_render import to_html
 from security.roles import Permission, require
 from security.tokens import Principal
 from sync.entities import TICKET

@@ -39,7 +39,8 @@ from edge_node.errors import EdgeNodeError
 from edge_node.node_security import open_audit_log
 from security.audit_log import AuditLog, audit_db_path
 from security.identity import KEY_FILE, NodeIdentity
-from security.keystore import KekRotation, KeyEvent, KeyInventory, KeyStore, keystore_path
+from security.keys import KekRotation, KeyEvent, KeyInventory, keystore_path
+from security.keystore import KeyStore
 
 log = logging.getLogger(__name__)
 

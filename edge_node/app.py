@@ -30,7 +30,7 @@ from edge_node.rpc import CallControlServer, serve_grpc
 from edge_node.service import NodeService
 from edge_node.serving import HttpServer
 from edge_node.store import Store
-from security.provisioning import load_node_security
+from security.links import load_node_security
 from security.tokens import load_or_create_secret
 from sync.transport.natsd import NatsServer, NatsServerConfig
 

@@ -20,7 +20,8 @@ from edge_node.errors import EdgeNodeError
 from security.audit_chain import Checkpoint
 from security.audit_log import read_public_key, render_chain_report, verify_data_dir
 from security.errors import SecurityError
-from security.report import ComplianceReport, from_json, parse_period, to_html, to_json, to_text
+from security.report import ComplianceReport, from_json, parse_period, to_json
+from security.report_render import to_html, to_text
 
 audit_app = typer.Typer(
     help="Check a node's tamper-evident audit record and report on data residency.",

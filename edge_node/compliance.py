@@ -41,7 +41,8 @@ from security.audit_log import (
     read_public_key,
     verify_data_dir,
 )
-from security.keystore import KeyInventory, KeyStore, keystore_path
+from security.keys import KeyInventory, keystore_path
+from security.keystore import KeyStore
 from security.report import (
     Chain,
     CheckpointHead,

@@ -34,7 +34,8 @@ from security.audit_log import AuditLog
 from security.envelope import FieldContext, Sealer
 from security.frames import sign_frame
 from security.identity import NodeIdentity
-from security.keystore import KeyEvent, KeyShreddedError, KeyStore
+from security.keys import KeyEvent, KeyShreddedError
+from security.keystore import KeyStore
 from security.pseudonym import pseudonymise
 from sync.crdt import Op, StorageValue
 from sync.entities import BY_NAME

@@ -23,7 +23,8 @@ from edge_node.egress import POLICY_META_KEY, Egress, adopt_policy, policy_meta
 from edge_node.store import Store
 from security.audit_log import AuditLog
 from security.identity import NodeIdentity
-from security.keystore import KeyEvent, KeyStore
+from security.keys import KeyEvent
+from security.keystore import KeyStore
 
 log = logging.getLogger(__name__)
 

@@ -25,16 +25,20 @@ and disk blocks the file system has not yet reused, are beyond its reach.
 **Crypto-shredding** (:meth:`KeyStore.shred`) destroys a data key the same
 way and leaves a tombstone (key id, time, reason). Every value sealed under
 the key becomes unreadable everywhere at once, hub copies included. The
-tombstone makes :meth:`KeyStore.data_key` raise :class:`KeyShreddedError`
-instead of quietly creating a fresh key under the same id, which would let
-new personal data of an erased subject accumulate again.
+tombstone makes :meth:`KeyStore.data_key` raise
+:class:`~security.keys.KeyShreddedError` instead of quietly creating a fresh
+key under the same id, which would let new personal data of an erased subject
+accumulate again.
 
 Unwrapped data keys are cached in memory (purged on shred and rotation), so
 sealing a known key does no I/O; creating keys, rotating and shredding write
 with ``synchronous = FULL`` and block on fsync, so callers on an event loop run
 them in a worker thread. One ``threading.Lock`` serialises every method.
-Events (:class:`KeyEvent`) are delivered after their transaction commits and
-outside the lock, for the audit log.
+Events (:class:`~security.keys.KeyEvent`) are delivered after their
+transaction commits and outside the lock, for the audit log.
+
+The values this module returns and raises (events, the inventory, the
+errors) live in ``security.keys``, so their users need not import SQLite.
 
 The file and its directory are created owner-only (0600/0700); an existing
 file that grants group or others any access is refused.
@@ -50,24 +54,29 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Final, Literal, NamedTuple, Self
+from typing import Final, Literal, Self
 
 from security import _primitives
 from security.envelope import DataKey, check_key_id
-from security.errors import SecurityError
+from security.keys import (
+    KekInfo,
+    KekRotation,
+    KeyEvent,
+    KeyInventory,
+    KeyShreddedError,
+    KeyStoreError,
+    ShreddedKey,
+    UnknownKeyError,
+    key_fingerprint,
+)
 from sync.wire import canonical
 
 log = logging.getLogger(__name__)
 
 PSEUDONYM_KEY_ID: Final = "pseudonym"
 KEK_KEY_ID: Final = "kek"
-
-EventKind = Literal[
-    "kek_created", "kek_rotated", "data_key_created", "data_key_shredded", "pseudonym_key_created"
-]
 
 _MIGRATIONS: Final[tuple[str, ...]] = (
     """
@@ -87,104 +96,6 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     """,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
-_NO_DETAIL: Final[Mapping[str, object]] = MappingProxyType({})
-
-
-class KeyStoreError(SecurityError):
-    """The key store file cannot be used; names the file and the problem."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path, self.problem = path, problem
-        super().__init__(f"key store {str(path)!r}: {problem}")
-
-
-class UnknownKeyError(SecurityError):
-    """A data key (version) was never created in this key store."""
-
-    def __init__(self, key_id: str, version: int | None = None) -> None:
-        self.key_id, self.version = key_id, version
-        which = f"data key {key_id!r}" if version is None else f"data key {key_id!r} v{version}"
-        super().__init__(f"{which} does not exist in this region's key store (sealed in another region?)")
-
-
-class KeyShreddedError(SecurityError):
-    """A data key was crypto-shredded: nothing sealed under it opens, and it is never recreated."""
-
-    def __init__(self, key_id: str, shredded_at_ms: int) -> None:
-        self.key_id, self.shredded_at_ms = key_id, shredded_at_ms
-        super().__init__(
-            f"data key {key_id!r} was shredded at {shredded_at_ms} ms; values sealed under it "
-            "cannot be opened and the key id cannot be used again"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class KeyEvent:
-    """A fact about the key store, for the audit log; never carries key bytes.
-
-    Attributes:
-        kind: What happened.
-        key_id: The data key id, ``"kek"`` or ``"pseudonym"``.
-        version: The version created, rotated to or shredded (0 if a shredded
-            id never had a key).
-        at_ms: Wall time of the change, in Unix milliseconds.
-        detail: Extra facts (``reason``, ``existed``, ``old_version``, ``rewrapped``).
-    """
-
-    kind: EventKind
-    key_id: str
-    version: int
-    at_ms: int
-    detail: Mapping[str, object] = field(default_factory=lambda: _NO_DETAIL)
-
-
-@dataclass(frozen=True, slots=True)
-class KekRotation:
-    """The outcome of :meth:`KeyStore.rotate_kek`; ``rewrapped`` counts data keys (not the pseudonym key)."""
-
-    old_version: int
-    new_version: int
-    rewrapped: int
-
-
-@dataclass(frozen=True, slots=True)
-class KekInfo:
-    """One key-encryption key, named by its fingerprint."""
-
-    version: int
-    created_at_ms: int
-    fingerprint_hex: str
-
-
-class ShreddedKey(NamedTuple):
-    """A shred tombstone; unpacks as ``(key_id, shredded_at_ms, reason)``."""
-
-    key_id: str
-    shredded_at_ms: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class KeyInventory:
-    """What the key store holds, for residency audits; fingerprints only, never key bytes."""
-
-    region: str
-    location: str
-    keks: tuple[KekInfo, ...]
-    data_keys_active: int
-    data_keys_shredded: int
-    shredded: tuple[ShreddedKey, ...]
-    pseudonym_key_fingerprint: str
-
-
-def key_fingerprint(key: bytes) -> str:
-    """A short public name for a secret key: hex of the first 8 bytes of a domain-separated SHA-256."""
-    return _primitives.sha256(b"edgecare.secret-key-fingerprint.v1\x00" + key)[:8].hex()
-
-
-def keystore_path(data_dir: Path) -> Path:
-    """Where a node keeps its key store: ``<data_dir>/keys/keys.db``."""
-    return data_dir / "keys" / "keys.db"
 
 
 def _epoch_ms() -> int:
@@ -206,10 +117,10 @@ class KeyStore:
     """One node's keys in ``keys.db``; see the module docstring.
 
     Args:
-        path: The SQLite file (normally :func:`keystore_path`).
+        path: The SQLite file (normally :func:`security.keys.keystore_path`).
         region: The region these keys belong to; bound into every wrap.
         wall_ms: Wall clock in Unix milliseconds, for timestamps.
-        on_event: Called with each :class:`KeyEvent` after its commit.
+        on_event: Called with each :class:`~security.keys.KeyEvent` after its commit.
         on_events: Called once with all the events of one commit (instead of
             ``on_event``), so a caller can record a batch of new keys in one write.
     """
@@ -696,16 +607,5 @@ __all__ = [
     "KEK_KEY_ID",
     "PSEUDONYM_KEY_ID",
     "SCHEMA_VERSION",
-    "EventKind",
-    "KekInfo",
-    "KekRotation",
-    "KeyEvent",
-    "KeyInventory",
-    "KeyShreddedError",
     "KeyStore",
-    "KeyStoreError",
-    "ShreddedKey",
-    "UnknownKeyError",
-    "key_fingerprint",
-    "keystore_path",
 ]

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from edge_node.admin_audit import audit_token_issued
 from edge_node.cli_keys import keys_app
 from security.audit_log import verify_data_dir
-from security.keystore import KeyShreddedError, KeyStore, keystore_path
+from security.keys import KeyShreddedError, keystore_path
+from security.keystore import KeyStore
 from sync.transport.codec import decode_changes
 from tests.integration.nodeproc import NodeProcess, running_node
 

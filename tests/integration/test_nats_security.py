@@ -33,16 +33,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from security.links import HubSecurity, NodeSecurity, load_hub_security, load_node_security
 from security.nats_access import region_user_name
 from security.pki import issue, make_ca, write_cert_key
-from security.provisioning import (
-    HubSecurity,
-    NodeSecurity,
-    init_hub,
-    init_node,
-    load_hub_security,
-    load_node_security,
-)
+from security.provisioning import init_hub, init_node
 from sync import subjects
 from sync.transport.natsd import (
     LeafRemoteTLS,

@@ -56,8 +56,9 @@ from nats.js.errors import NotFoundError
 from cloud_hub.bus import MERGER_DURABLE
 from edge_node import __version__
 from edge_node.egress import POLICY_META_KEY
-from security.frames import EnrolledKey, ReplayGuard, VerifiedFrame, sign_frame, verify_frame
+from security.frames import EnrolledKey, VerifiedFrame, sign_frame, verify_frame
 from security.identity import NodeIdentity
+from security.replay import ReplayGuard
 from sync import subjects
 from sync.crdt import Op
 from sync.residency import ResidencyPolicy

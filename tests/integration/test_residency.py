@@ -67,7 +67,8 @@ from nats.aio.client import Client as NATS
 from security.envelope import DataKey, FieldContext, SealedValue, UnsealError, looks_sealed, open_value
 from security.frames import sign_frame
 from security.identity import NodeIdentity, load_public_key
-from security.keystore import KeyStore, keystore_path
+from security.keys import keystore_path
+from security.keystore import KeyStore
 from security.pseudonym import looks_pseudonym, pseudonymise
 from sync import subjects
 from sync.crdt import FieldChange, Op, Register, Version

@@ -27,12 +27,12 @@ from security.frames import (
     REASONS,
     EnrolledKey,
     FrameRejected,
-    ReplayGuard,
     VerifiedFrame,
     sign_frame,
     verify_frame,
 )
 from security.identity import NodeIdentity
+from security.replay import ReplayGuard
 from sync.subjects import heartbeat_subject, ops_subject
 
 SEED = 20_260_801

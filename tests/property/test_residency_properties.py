@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from security import _primitives
 from security.envelope import DataKey, FieldContext, SealedValue, Sealer, looks_sealed, open_value
-from security.keystore import UnknownKeyError
+from security.keys import UnknownKeyError
 from security.pseudonym import looks_pseudonym, pseudonymise
 from sync.crdt import FieldChange, Op, Register, SetDelta, StorageValue, Version
 from sync.entities import BY_NAME, ENTITIES

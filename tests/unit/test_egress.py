@@ -14,10 +14,12 @@ from edge_node.egress import Egress, PreparedOps, adopt_policy, policy_meta
 from security.audit_chain import thaw_body
 from security.audit_log import AuditLog
 from security.envelope import FieldContext, SealedValue, Sealer, UnsealError, looks_sealed
-from security.frames import ReplayGuard, verify_frame_with_key
+from security.frames import verify_frame_with_key
 from security.identity import NodeIdentity
-from security.keystore import KeyEvent, KeyShreddedError, KeyStore, keystore_path
+from security.keys import KeyEvent, KeyShreddedError, keystore_path
+from security.keystore import KeyStore
 from security.pseudonym import looks_pseudonym, pseudonymise
+from security.replay import ReplayGuard
 from sync.crdt import FieldChange, Op, Register, SetDelta, StorageValue, Version
 from sync.entity import DataClass, MergeKind
 from sync.residency import DEFAULT_FORMS, Form, PolicyError, ResidencyPolicy, check_op, entity_forms

@@ -49,15 +49,8 @@ from edge_node.store import NotFoundError, Store, Tx
 from security.audit_log import AuditLog, verify_data_dir
 from security.errors import SecurityError
 from security.identity import NodeIdentity
-from security.keystore import (
-    KekInfo,
-    KeyEvent,
-    KeyInventory,
-    KeyShreddedError,
-    KeyStore,
-    ShreddedKey,
-    keystore_path,
-)
+from security.keys import KekInfo, KeyEvent, KeyInventory, KeyShreddedError, ShreddedKey, keystore_path
+from security.keystore import KeyStore
 from security.roles import ForbiddenError, Role
 from security.tokens import Principal, issue_token, new_secret
 from sync.crdt import FieldChange, Register, SetDelta, Version

@@ -20,8 +20,6 @@ from security.frames import (
     FrameRejected,
     InvalidFrameArgumentError,
     Reason,
-    ReplayEntry,
-    ReplayGuard,
     VerifiedFrame,
     sign_frame,
     unverified_payload,
@@ -29,6 +27,7 @@ from security.frames import (
     verify_frame_with_key,
 )
 from security.identity import NodeIdentity
+from security.replay import ReplayEntry, ReplayGuard
 from sync.subjects import enroll_subject, heartbeat_subject, ops_subject
 
 NOW = 1_795_435_200_000

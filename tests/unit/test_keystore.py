@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 
 from security.envelope import FieldContext, InvalidKeyIdError, SealedValue, Sealer, open_value
-from security.keystore import (
+from security.keys import (
     KekRotation,
     KeyEvent,
     KeyShreddedError,
-    KeyStore,
     KeyStoreError,
     ShreddedKey,
     UnknownKeyError,
     key_fingerprint,
     keystore_path,
 )
+from security.keystore import KeyStore
 
 REGION = "eu"
 CTX = FieldContext(REGION, "customer", "C1", "name")

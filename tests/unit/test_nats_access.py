@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from security.errors import SecurityError
+from security.links import load_hub_security, load_node_security
 from security.nats_access import (
     HUB_USER,
     hub_user,
@@ -29,8 +30,6 @@ from security.provisioning import (
     check_password,
     init_hub,
     init_node,
-    load_hub_security,
-    load_node_security,
 )
 from sync import subjects
 from sync.transport.natsd import NatsServerConfig

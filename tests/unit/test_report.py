@@ -19,7 +19,8 @@ from cloud_hub.service import Hub, UnknownRegionError
 from edge_node.compliance import NodeReportError, node_report
 from security.audit_log import AuditLog, audit_db_path
 from security.identity import NodeIdentity
-from security.keystore import KeyStore, keystore_path
+from security.keys import keystore_path
+from security.keystore import KeyStore
 from security.report import (
     Alarm,
     Chain,
@@ -40,10 +41,9 @@ from security.report import (
     from_json,
     parse_instant,
     parse_period,
-    to_html,
     to_json,
-    to_text,
 )
+from security.report_render import to_html, to_text
 
 DAY_MS = 86_400_000
 NOV_1 = 1_793_491_200_000  # 2026-11-01T00:00:00Z
