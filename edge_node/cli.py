@@ -259,7 +259,8 @@ def hub_run(
     def announce(urls: dict[str, str]) -> None:
         typer.echo(  # the ready line comes last, so whoever waits for it has the URLs too
             f"  nats: {urls['nats']}\n"
-            f"  leaf: {urls['leaf']}  (nodes: edgecare node run --hub {urls['leaf']})\n"
+            f"  leaf: {urls['leaf']}  (nodes: edgecare node run --hub {urls['leaf']} --enroll TOKEN)\n"
+            f"  enroll a node: edgecare hub enroll-token --data-dir {data_dir} --region REGION\n"
             f"  get a token: edgecare hub token --data-dir {data_dir} --role central_ops\n"
             f"EdgeCare hub ready at {urls['http']}"
         )

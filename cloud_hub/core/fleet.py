@@ -117,6 +117,8 @@ class Fleet:
             backlog = max(0, node.last_seq - merged_seq)
             self._nodes[node_id] = replace(
                 node,
+                # the node's last heartbeat may predate ops the hub has merged since
+                last_seq=max(node.last_seq, merged_seq),
                 acked_seq=merged_seq,
                 backlog_ops=backlog,
                 oldest_pending_wall_ms=None if backlog == 0 else node.oldest_pending_wall_ms,
