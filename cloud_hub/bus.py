@@ -47,6 +47,7 @@ from edge_node.store import Reader, Tx
 from security.frames import (
     FrameRejected,
     VerifiedFrame,
+    sign_frame,
     unverified_payload,
     verify_frame,
     verify_frame_with_key,
@@ -214,7 +215,8 @@ class HubBus:
             claim = EnrollClaim(parse_token(str(body["token"])), frame.node_id, frame.region, public_key)
             self.hub.enroll(claim, version=str(body.get("version", "unknown")))
             self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, None)
-            await self._answer(msg, {"ok": True, "hub_id": self.hub.hub_id})
+            answer = {"ok": True, "hub_id": self.hub.hub_id, "hub_public_key": self.hub.identity.public_key}
+            await self._answer(msg, answer)
         except FrameRejected as exc:
             self._refused(region, f"enroll_{exc.reason}", msg.subject, str(exc))
             await self._answer(msg, {"ok": False, "error": str(exc)})
@@ -427,10 +429,21 @@ class HubBus:
                 return
             ops = await store.read(partial(_ops_after, published))
             own = [op for op in ops if op.origin == self.hub.hub_id]
+            subject = subjects.down_subject(region)
             for batch in split_batches(region, self.hub.hub_id, own) if own else []:
+                frame = sign_frame(
+                    self.hub.identity.sign,
+                    self.hub.identity.fingerprint,
+                    subject,
+                    kind="ops",
+                    node_id=self.hub.hub_id,
+                    region=region,
+                    payload=encode_batch(batch),
+                    now_ms=self.hub.wall_ms(),
+                )
                 await js.publish(
-                    subjects.down_subject(region),
-                    encode_batch(batch),
+                    subject,
+                    frame,
                     headers={"Nats-Msg-Id": f"{self.hub.hub_id}:{region}:{batch.first_seq}:{batch.last_seq}"},
                 )
                 log.info(

@@ -27,20 +27,19 @@ from edge_node.store import NotFoundError, Reader, Store, Tx
 from security.audit_chain import Checkpoint, checkpoint_valid
 from security.envelope import looks_sealed
 from security.frames import EnrolledKey
+from security.identity import NodeIdentity
 from security.pseudonym import looks_pseudonym
 from security.roles import Permission, require
 from security.tokens import Principal
 from sync import subjects
 from sync.adapters.replica import contiguous_seq, mark_handled, region_digests
 from sync.crdt import Op
-from sync.entities import BY_NAME, TICKET
+from sync.entities import BY_NAME, CENTRAL_TICKET_FIELDS, TICKET
 from sync.entity import FieldProblem, ValidationError, Value, validate
 from sync.hlc import ClockDriftError
 from sync.residency import Form, FormViolation, ResidencyPolicy, check_op, entity_forms
 
 log = logging.getLogger(__name__)
-
-CENTRAL_TICKET_FIELDS = ("priority", "department", "assignee")
 
 
 class UnknownRegionError(HubError):
@@ -92,6 +91,8 @@ class Hub:
         self.data_dir = data_dir
         self.hub_id = hub_id
         self.wall_ms = wall_ms or (lambda: int(datetime.now(UTC).timestamp() * 1000))
+        # signs the central edits going down, so a region merges only what this hub sent
+        self.identity = NodeIdentity.load_or_create(data_dir / "identity")
         self._stores: dict[str, Store] = {}
         self._lock = threading.Lock()
         self.registry = Registry(data_dir / "hub.db")

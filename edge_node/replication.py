@@ -46,9 +46,11 @@ from nats.js.errors import Error as JetStreamError
 from edge_node import __version__
 from edge_node.egress import Egress
 from edge_node.store import Reader, Store, Tx
+from security.frames import FrameRejected, verify_frame_with_key
+from security.replay import ReplayGuard
 from sync import subjects
 from sync.crdt import Op
-from sync.entities import BY_NAME
+from sync.entities import BY_NAME, CENTRAL_EDITS
 from sync.errors import SyncError
 from sync.hlc import HLCTimestamp
 from sync.transport.codec import OpBatch, WireError, decode_batch, encode_batch, split_batches
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 HUB_DOMAIN = "hub"
 ACKED_KEY = "hub_acked_seq"
 ENROLLED_KEY = "enrolled_at_hub"
+HUB_KEY_META = "hub_public_key"  # hex of the hub's Ed25519 key, learnt at enrollment
 DOWN_ACK_WAIT_S = 3.0
 IDLE_CHECK_S = 5.0  # with nothing pending, still ask now and then: a restored hub may have lost ops
 TRANSIENT = (NatsError, JetStreamError, NatsTimeoutError, NoRespondersError, TimeoutError, OSError)
@@ -116,6 +119,8 @@ class NodeReplicator:
         self._connect_options = connect_options or {}
         self._enroll_token = enroll_token
         self._shipped_audit_size = 0
+        self._hub_key: tuple[str, bytes] | None = None
+        self._down_guard = ReplayGuard()
         self._on_merged = on_merged
         self._nc: NATS | None = None
         self._wake = asyncio.Event()
@@ -217,8 +222,16 @@ class NodeReplicator:
         if not answer.get("ok"):
             log.error("the hub refused this node's enrollment: %s", answer.get("error"))
             return False
-        hub_id = str(answer.get("hub_id", "hub"))
-        await self.store.write(lambda tx: tx.set_meta(ENROLLED_KEY, hub_id), actor="replication")
+        hub_id, hub_key = answer.get("hub_id"), answer.get("hub_public_key")
+        if not isinstance(hub_id, str) or not isinstance(hub_key, bytes) or len(hub_key) != 32:
+            log.error("the hub's enrollment answer lacks its id or public key; not enrolled")
+            return False
+
+        def enrolled(tx: Tx) -> None:
+            tx.set_meta(HUB_KEY_META, hub_key.hex())
+            tx.set_meta(ENROLLED_KEY, hub_id)
+
+        await self.store.write(enrolled, actor="replication")
         log.info("node %s enrolled at hub %s for region %s", self.node_id, hub_id, self.region)
         return True
 
@@ -434,20 +447,54 @@ class NodeReplicator:
                 log.debug("inbound consumer not available (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
 
+    async def _hub(self) -> tuple[str, bytes] | None:
+        """The enrolled hub's id and public key (what down edits must be signed with)."""
+        if self._hub_key is None:
+            hub_id, key = await self.store.read(lambda r: (r.meta(ENROLLED_KEY), r.meta(HUB_KEY_META)))
+            if hub_id is not None and key is not None:
+                self._hub_key = (hub_id, bytes.fromhex(key))
+        return self._hub_key
+
+    def _open_down(self, msg: Msg, hub: tuple[str, bytes]) -> OpBatch:
+        """Verify a down message as the hub's, then parse it, then keep it to central edits."""
+        hub_id, hub_key = hub
+        frame = verify_frame_with_key(
+            msg.data,
+            msg.subject,
+            public_key=hub_key,
+            expected_kind="ops",
+            subject_region=self.region,
+            now_ms=self.store.wall_ms(),
+            guard=self._down_guard,
+            delivery=_delivery(msg),
+        )
+        batch = decode_batch(frame.payload)
+        if frame.node_id != hub_id or batch.node_id != hub_id or batch.region != self.region:
+            raise FrameRejected("wrong_region", f"batch of {batch.node_id}/{batch.region}", msg.subject)
+        for op in batch.ops:
+            allowed = CENTRAL_EDITS.get(op.entity, frozenset())
+            if op.delete or op.restore or not set(op.changes) <= allowed:
+                extra = sorted(set(op.changes) - allowed)
+                raise FrameRejected("malformed", f"{op.entity} {op.record_id}: not a central edit ({extra})")
+        self._down_guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, _delivery(msg))
+        return batch
+
     async def _merge_inbound(self, msgs: list[Msg]) -> None:
+        hub = await self._hub()
         batches: list[OpBatch] = []
+        accepted: list[Msg] = []
         for msg in msgs:
             try:
-                batch = decode_batch(msg.data)
-            except WireError as exc:
-                self._refuse("malformed", f"undecodable batch from the hub: {exc}")
-                await msg.term()
-                continue
-            if batch.region != self.region:
-                self._refuse("wrong_region", f"batch for region {batch.region!r} refused by {self.region!r}")
-                await msg.term()
-                continue
-            batches.append(batch)
+                if hub is None:
+                    raise FrameRejected("unknown_node", "no enrolled hub key to check it with", msg.subject)
+                batches.append(self._open_down(msg, hub))
+                accepted.append(msg)
+            except (FrameRejected, WireError) as exc:
+                reason = exc.reason if isinstance(exc, FrameRejected) else "malformed"
+                self._refuse(reason, f"down edit refused: {exc}")
+                with contextlib.suppress(*TRANSIENT):
+                    await msg.term()
+        self._down_guard.prune(self.store.wall_ms())
 
         def merge(tx: Tx) -> list[str]:
             touched: list[str] = []
@@ -464,7 +511,7 @@ class NodeReplicator:
 
         touched = await self.store.write(merge, actor="hub")
         self._inbound_merged += sum(len(b.ops) for b in batches)
-        for msg in msgs:
+        for msg in accepted:  # after the merge committed; refused ones were terminated
             with contextlib.suppress(*TRANSIENT):
                 await msg.ack()
         if batches:
@@ -502,6 +549,13 @@ def customers_of(conn: sqlite3.Connection, ops: Sequence[Op]) -> dict[tuple[str,
             rows = conn.execute(sql.format(", ".join("?" * len(chunk))), chunk)
             out.update({(entity, str(r)): None if c is None else str(c) for r, c in rows})
     return out
+
+
+def _delivery(msg: Msg) -> int | None:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except (NatsError, AttributeError, TypeError, ValueError):
+        return None
 
 
 def hlc_age_s(hlc: int | None, now_ms: int) -> float | None:

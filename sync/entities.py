@@ -266,4 +266,8 @@ CALL_RECORD = Entity(
 )
 
 ENTITIES: tuple[Entity, ...] = (TICKET, COMMENT, CUSTOMER, DEPARTMENT, CALL_RECORD)
+
+# What central ops may change in a region (the hub's PATCH), and so all a hub batch down may touch.
+CENTRAL_TICKET_FIELDS: tuple[str, ...] = ("priority", "department", "assignee")
+CENTRAL_EDITS: dict[str, frozenset[str]] = {TICKET.name: frozenset({*CENTRAL_TICKET_FIELDS, "updated_at"})}
 BY_NAME = {e.name: e for e in ENTITIES}
