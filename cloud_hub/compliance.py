@@ -50,6 +50,8 @@ from security.report import (
 )
 
 HUB_OWN_SECRET: Final = "secrets/api-token.key"  # noqa: S105  # a path, not a password
+HUB_OWN_SIGNING_KEY: Final = "identity/node.key"  # the hub's Ed25519 key that signs its central edits
+HUB_OWN_KEYS: Final = frozenset({HUB_OWN_SECRET, HUB_OWN_SIGNING_KEY})
 MAX_LISTED_FILES: Final = 200
 
 
@@ -83,9 +85,9 @@ def hub_files(data_dir: Path) -> list[str]:
 
 
 def looks_like_key(name: str) -> bool:
-    """Whether a listed file is named like a key store or key file (the hub's own API secret excepted)."""
+    """Whether a listed file is named like a key store or key file (the hub's own two keys excepted)."""
     base = name.rstrip("/").rsplit("/", 1)[-1]
-    return name != HUB_OWN_SECRET and (base == "keys.db" or base.endswith(".key"))
+    return name not in HUB_OWN_KEYS and (base == "keys.db" or base.endswith(".key"))
 
 
 def _custody(hub: Hub, region: str, inventories: Mapping[str, Mapping[str, object]]) -> KeyCustody:
@@ -135,9 +137,10 @@ def _custody(hub: Hub, region: str, inventories: Mapping[str, Mapping[str, objec
     else:
         evidence = (
             f"The hub has no key store: its data directory {hub.data_dir} holds {listed}; none is a key "
-            f"store (keys.db) or a key file, apart from {HUB_OWN_SECRET}, the secret that signs the hub's "
-            "own API tokens, which is not a region key. The nodes' keys listed are what the nodes report "
-            "about their own key stores: fingerprints, never keys."
+            f"store (keys.db) or a key file, apart from the hub's own: {HUB_OWN_SECRET}, the secret that "
+            f"signs its API tokens, and {HUB_OWN_SIGNING_KEY}, the key that signs its central edits; "
+            "neither is a region key. The nodes' keys listed are what the nodes report about their own "
+            "key stores: fingerprints, never keys."
         )
     return KeyCustody(rows=tuple(rows), hub_holds_region_keys=bool(suspicious), evidence=evidence)
 
@@ -273,4 +276,11 @@ def _notes(first_day: str, last_day: str) -> tuple[str, ...]:
     )
 
 
-__all__ = ["HUB_OWN_SECRET", "hub_files", "hub_report", "looks_like_key"]
+__all__ = [
+    "HUB_OWN_KEYS",
+    "HUB_OWN_SECRET",
+    "HUB_OWN_SIGNING_KEY",
+    "hub_files",
+    "hub_report",
+    "looks_like_key",
+]
