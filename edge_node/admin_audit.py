@@ -28,6 +28,7 @@ Key events are audited in the shape the running node's egress gives them
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -175,7 +176,7 @@ def rotate_kek_offline(data_dir: Path) -> KekRotation:
     node = read_node_dir(data_dir, need_keys=True)
     ensure_stopped(node.keys_path, "rotating its key-encryption key")
     with _audited_keys(node) as keys:
-        return keys.rotate_kek()
+        return keys.rotate_kek(by=f"cli:{getpass.getuser()}")
 
 
 def inventory_offline(data_dir: Path) -> KeyInventory:

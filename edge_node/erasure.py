@@ -220,6 +220,8 @@ def erase_records(tx: Tx, customer_id: str) -> ErasedRecords:
             _scrub_changelog(tx, entity, [str(r["id"]) for e, r in targets if e is entity])
             for entity in (CUSTOMER, TICKET, COMMENT)
         )
+        for entity in (CUSTOMER, TICKET, COMMENT):
+            _forget_idempotency(tx, entity, [str(r["id"]) for e, r in targets if e is entity])
     finally:
         tx.conn.execute(f"PRAGMA secure_delete = {int(previous)}")
     return ErasedRecords(len(tickets), len(comments), blanked, scrubbed)
@@ -246,6 +248,15 @@ def _scrub_changelog(tx: Tx, entity: Entity, record_ids: Sequence[str]) -> int:
                 )
                 rewritten += 1
     return rewritten
+
+
+def _forget_idempotency(tx: Tx, entity: Entity, record_ids: Sequence[str]) -> None:
+    """Drop the idempotency keys that created these records: each holds a digest of the request body."""
+    for chunk in _chunks(record_ids):
+        tx.conn.execute(
+            f"DELETE FROM idempotency_keys WHERE entity = ? AND record_id IN ({_marks(chunk)})",  # noqa: S608
+            (entity.name, *chunk),
+        )
 
 
 def checkpoint_wal(reader: Reader) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from litestar import Request, get, post
@@ -115,7 +116,8 @@ async def erase_customer_data(
 )
 async def rotate_kek(state: State, principal: NamedDependency[Principal]) -> dict[str, object]:
     require(principal.role, Permission.MANAGE_KEYS)
-    rotation = await asyncio.to_thread(_security(state).keys.rotate_kek)
+    by = f"{principal.role.value}:{principal.name}"
+    rotation = await asyncio.to_thread(partial(_security(state).keys.rotate_kek, by=by))
     log.info("KEK rotated to v%d by %s (%s)", rotation.new_version, principal.name, principal.role.value)
     return {
         "old_version": rotation.old_version,

@@ -456,10 +456,11 @@ class KeyStore:
                 self._pseudonym = stored[1]
             return self._pseudonym
 
-    def rotate_kek(self) -> KekRotation:
+    def rotate_kek(self, *, by: str = "unknown") -> KekRotation:
         """Make a new KEK current, re-wrap every stored key under it, and destroy the old one.
 
-        Sealed values are untouched and keep opening: only the wraps change.
+        Sealed values are untouched and keep opening: only the wraps change. ``by``
+        names who asked, for the ``kek_rotated`` event (and so the audit log).
 
         Raises:
             KeyStoreError: the store is closed, a stored key does not unwrap,
@@ -491,7 +492,7 @@ class KeyStore:
             self._kek = (new_version, new_kek)
             self._forget_unwrapped()
             self._checkpoint(conn)
-        detail = MappingProxyType({"old_version": old_version, "rewrapped": rewrapped})
+        detail = MappingProxyType({"old_version": old_version, "rewrapped": rewrapped, "by": by})
         self._emit([KeyEvent("kek_rotated", KEK_KEY_ID, new_version, now, detail)])
         log.info(
             "key store %s: KEK v%d replaced v%d, re-wrapped %d data keys",

@@ -88,18 +88,14 @@ def test_erasure_leaves_no_plaintext_and_shreds_the_key(node: NodeProcess, data_
             201,
         )
         cid = customer["id"]
-        ticket = ok(
-            agent.post(
-                f"{API}/tickets",
-                json={
-                    "type": "complaint",
-                    "subject": CANARIES["subject"],
-                    "description": CANARIES["description"],
-                    "customer_id": cid,
-                },
-            ),
-            201,
-        )
+        ticket_body = {
+            "type": "complaint",
+            "subject": CANARIES["subject"],
+            "description": CANARIES["description"],
+            "customer_id": cid,
+        }
+        retry = {"Idempotency-Key": "dsr-ticket-1"}  # the key keeps a digest of the body until erased
+        ticket = ok(agent.post(f"{API}/tickets", json=ticket_body, headers=retry), 201)
         tid = ticket["id"]
         ok(agent.post(f"{API}/tickets/{tid}/comments", json={"body": CANARIES["body"]}), 201)
         ok(agent.patch(f"{API}/tickets/{tid}", json={"description": CANARIES["description"] + "!"}))
@@ -162,6 +158,8 @@ def test_erasure_leaves_no_plaintext_and_shreds_the_key(node: NodeProcess, data_
     assert {name: found for name, found in everywhere.items() if found} == {}
     with sqlite3.connect(f"file:{data_dir / 'edgecare.db'}?mode=ro", uri=True) as conn:
         rows = conn.execute("SELECT entity, fields, changes FROM changelog").fetchall()
+        kept = conn.execute("SELECT record_id FROM idempotency_keys").fetchall()
+    assert (tid,) not in kept, "the erased ticket's idempotency key (a digest of its body) was kept"
     for entity, fields, changes in rows:
         for value in CANARIES.values():
             assert value.encode() not in fields, entity
@@ -214,7 +212,7 @@ def test_kek_rotation_through_the_api_and_the_cli(node: NodeProcess, data_dir: P
     assert node.stop() == 0
 
     rotated = [b for k, b in audit_entries(data_dir) if k == "kek_rotated"]
-    assert [(b["version"], b["old_version"]) for b in rotated] == [(2, 1)]
+    assert [(b["version"], b["old_version"], b["by"]) for b in rotated] == [(2, 1, "regional_admin:admin-1")]
     offline = CliRunner().invoke(keys_app, ["rotate", "--data-dir", str(data_dir)])
     assert offline.exit_code == 0, offline.output
     assert offline.stdout.startswith("KEK v2 -> v3;")

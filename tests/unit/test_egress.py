@@ -291,7 +291,13 @@ def test_every_key_event_reaches_the_audit_log_without_key_bytes(node: Node) -> 
     ]
     bodies = dict(node.entries("data_key_created", "kek_rotated"))
     assert bodies["data_key_created"] == {"key_id": "customer:C1", "version": 1}
-    assert bodies["kek_rotated"] == {"key_id": "kek", "version": 2, "old_version": 1, "rewrapped": 1}
+    assert bodies["kek_rotated"] == {
+        "key_id": "kek",
+        "version": 2,
+        "old_version": 1,
+        "rewrapped": 1,
+        "by": "unknown",
+    }
     shredded = [body for _, body in node.entries("data_key_shredded")]
     assert shredded == [
         {"key_id": "customer:C1", "version": 1, "reason": "erasure request 42", "existed": True},

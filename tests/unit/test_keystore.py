@@ -249,7 +249,7 @@ def test_rotation_rewraps_and_destroys_the_old_kek(
     old_wraps = stored_wraps(path, "customer:C0")
     assert old_kek in raw_files(path)  # the search below can find it
 
-    rotation = store.rotate_kek()
+    rotation = store.rotate_kek(by="regional_admin:alice")
 
     assert rotation == KekRotation(old_version=1, new_version=2, rewrapped=5)
     assert store.kek_version == 2
@@ -263,7 +263,7 @@ def test_rotation_rewraps_and_destroys_the_old_kek(
     assert store.pseudonym_key() == pseudonym
     last = events[-1]
     assert (last.kind, last.key_id, last.version) == ("kek_rotated", "kek", 2)
-    assert dict(last.detail) == {"old_version": 1, "rewrapped": 5}
+    assert dict(last.detail) == {"old_version": 1, "rewrapped": 5, "by": "regional_admin:alice"}
 
 
 def test_rotated_keys_survive_reopen(path: Path) -> None:
