@@ -238,6 +238,7 @@ async def serve(
             nats_url=nats_server.client_url,
             egress=security.egress,
             enroll_token=enroll_token,
+            hub_configured=config.sync.hub is not None,
             connect_options=None if link is None else link.connect_options(),
             settings=ReplicationSettings(
                 heartbeat_interval_s=config.sync.heartbeat_interval_s,

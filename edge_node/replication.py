@@ -109,6 +109,7 @@ class NodeReplicator:
         on_merged: Callable[[list[str]], Awaitable[None]] | None = None,
         connect_options: dict[str, object] | None = None,
         enroll_token: str | None = None,
+        hub_configured: bool = True,
     ) -> None:
         self.store = store
         self.region = region
@@ -118,6 +119,9 @@ class NodeReplicator:
         self.settings = settings or ReplicationSettings()
         self._connect_options = connect_options or {}
         self._enroll_token = enroll_token
+        self.hub_configured = hub_configured
+        self._told_unenrolled = False
+        self._last_refusal = ""
         self._shipped_audit_size = 0
         self._hub_key: tuple[str, bytes] | None = None
         self._down_guard = ReplayGuard()
@@ -205,13 +209,17 @@ class NodeReplicator:
         if await self.store.read(lambda r: r.meta(ENROLLED_KEY)) is not None:
             return True
         if self._enroll_token is None:
-            log.error(
-                "node %s is not enrolled at the hub: ask central ops for a token "
-                "(edgecare hub enroll-token --region %s) and restart with --enroll TOKEN; "
-                "the node keeps serving and queues its changes",
-                self.node_id,
-                self.region,
-            )
+            if not self.hub_configured:
+                return False  # standalone: nothing to enroll with until the node is given a hub
+            if not self._told_unenrolled:  # once: the same line every heartbeat would bury the log
+                log.error(
+                    "node %s is not enrolled at the hub: ask central ops for a token "
+                    "(edgecare hub enroll-token --region %s) and restart with --enroll TOKEN; "
+                    "the node keeps serving and queues its changes",
+                    self.node_id,
+                    self.region,
+                )
+                self._told_unenrolled = True
             return False
         body: dict[str, object] = {
             "token": self._enroll_token,
@@ -220,7 +228,7 @@ class NodeReplicator:
         }
         answer = await self._request(subjects.enroll_subject(self.region), "enroll", body)
         if not answer.get("ok"):
-            log.error("the hub refused this node's enrollment: %s", answer.get("error"))
+            self._hello_refused(f"the hub refused this node's enrollment: {answer.get('error')}")
             return False
         hub_id, hub_key = answer.get("hub_id"), answer.get("hub_public_key")
         if not isinstance(hub_id, str) or not isinstance(hub_key, bytes) or len(hub_key) != 32:
@@ -235,12 +243,18 @@ class NodeReplicator:
         log.info("node %s enrolled at hub %s for region %s", self.node_id, hub_id, self.region)
         return True
 
+    def _hello_refused(self, message: str) -> None:
+        """Log a refused enrollment or policy once, not at every retry (the answer rarely changes)."""
+        if message != self._last_refusal:
+            log.error("%s; retrying every %.0f s", message, self.settings.heartbeat_interval_s)
+            self._last_refusal = message
+
     async def _register_policy(self) -> bool:
         policy = self.egress.policy
         body: dict[str, object] = {"version": policy.version, "forms": policy.as_dict()}
         answer = await self._request(subjects.policy_subject(self.region, self.node_id), "policy", body)
         if not answer.get("ok"):
-            log.error("the hub refused residency policy v%d: %s", policy.version, answer.get("error"))
+            self._hello_refused(f"the hub refused residency policy v{policy.version}: {answer.get('error')}")
             return False
         log.info("residency policy v%d registered at the hub: %s", policy.version, policy.as_dict())
         return True
