@@ -8,7 +8,7 @@ Each refusal is counted by reason (in memory for ``/replication``, per day in
 ``hub.db`` for the compliance report), logged, and the message terminated:
 never merged, never acked as merged. Operation batches count under the frame
 reasons themselves (``unsigned``, ``forged``, ``altered``, ``replayed``, ...,
-plus ``policy_unregistered``); requests on the other subjects under the
+plus ``policy_unregistered`` and ``below_floor``); requests on the other subjects under the
 subject's kind (``heartbeat_unknown_node``, ``enroll_token_used``, ...), so the
 batch counters reconcile exactly with what was sent.
 
@@ -42,7 +42,7 @@ from nats.js.errors import Error as JetStreamError
 from cloud_hub.core.enrollment import EnrollClaim, EnrollmentError, parse_token
 from cloud_hub.core.fleet import Heartbeat
 from cloud_hub.errors import HubError
-from cloud_hub.service import Hub, PolicyUnknownError
+from cloud_hub.service import Hub, PolicyBelowFloorError, PolicyUnknownError
 from edge_node.store import Reader, Tx
 from security.frames import (
     FrameRejected,
@@ -67,7 +67,7 @@ MAX_DOWN_CONSUMERS = 256  # one durable per node of a region
 OPS_MAX_AGE_S = 7 * 24 * 3600.0  # merged batches live on in the region stores; nodes resend anything unmerged
 # Refusals of frames whose signature verified: a region's own data, refused before its residency check.
 # (Frames failing the signature are a stranger's bytes; they are terminated, not erased one by one.)
-SIGNED_REFUSALS = frozenset({"malformed", "wrong_region", "policy_unregistered"})
+SIGNED_REFUSALS = frozenset({"malformed", "wrong_region", "policy_unregistered", "below_floor"})
 MAX_FRAME_BYTES = 512 * 1024  # nodes send batches of at most 256 kB; the stream takes up to 1 MiB
 TRANSIENT = (NatsError, JetStreamError, NatsTimeoutError, TimeoutError, OSError)
 UNPARSED = (SyncError, HubError, KeyError, TypeError, ValueError, msgpack.UnpackException)
@@ -270,6 +270,9 @@ class HubBus:
         except FrameRejected as exc:
             self._refused(region, f"policy_{exc.reason}", msg.subject, str(exc))
             answer = {"ok": False, "error": str(exc)}
+        except PolicyBelowFloorError as exc:
+            self._refused(region, "policy_below_floor", msg.subject, str(exc))
+            answer = {"ok": False, "error": str(exc)}
         except (*UNPARSED, ResidencyError) as exc:
             self._refused(region, "policy_malformed", msg.subject, str(exc))
             answer = {"ok": False, "error": str(exc)}
@@ -340,6 +343,8 @@ class HubBus:
             policy = self.hub.policy_of(frame.node_id, frame.policy_version)
         except PolicyUnknownError as exc:
             raise _Refusal("policy_unregistered", str(exc)) from None
+        except PolicyBelowFloorError as exc:
+            raise _Refusal("below_floor", str(exc)) from None
         return frame, batch, policy
 
     async def _merge_messages(self, msgs: list[Msg]) -> None:

@@ -256,7 +256,17 @@ def hub_report(
             )
             for a in alarms
         ),
-        notes=_notes(first_day, last_day),
+        notes=(_floor_note(region, hub.registry.floor(region)), *_notes(first_day, last_day)),
+    )
+
+
+def _floor_note(region: str, floor: Mapping[str, str]) -> str:
+    if not floor:
+        return f"Central ops set no floor for {region}: the region's own policy decides every form."
+    rules = ", ".join(f"{c} at least {f}" for c, f in sorted(floor.items()))
+    return (
+        f"Central ops' floor for {region}: {rules}. The hub refuses a node policy below it, and every "
+        "batch made under one."
     )
 
 

@@ -65,6 +65,8 @@ _SCHEMA = (
     "at_ms INTEGER NOT NULL, detail TEXT NOT NULL, PRIMARY KEY (node_id, key_id))",
     "CREATE TABLE IF NOT EXISTS key_inventories (node_id TEXT PRIMARY KEY, region TEXT NOT NULL, "
     "received_ms INTEGER NOT NULL, inventory TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS residency_floors (region TEXT NOT NULL, data_class TEXT NOT NULL, "
+    "form TEXT NOT NULL, set_ms INTEGER NOT NULL, set_by TEXT NOT NULL, PRIMARY KEY (region, data_class))",
     "CREATE TABLE IF NOT EXISTS alarms (id INTEGER PRIMARY KEY, region TEXT NOT NULL, node_id TEXT NOT NULL, "
     "kind TEXT NOT NULL, detail TEXT NOT NULL, at_ms INTEGER NOT NULL)",
 )
@@ -398,6 +400,20 @@ class Registry:
     def key_inventories(self, region: str) -> dict[str, dict[str, object]]:
         rows = self._rows("SELECT node_id, inventory FROM key_inventories WHERE region = ?", (region,))
         return {str(n): json.loads(str(i)) for n, i in rows}
+
+    def set_floor(self, region: str, forms: Mapping[str, str], *, by: str, at_ms: int) -> None:
+        """Set the weakest form each named class may take in ``region`` (others keep theirs)."""
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO residency_floors VALUES (?, ?, ?, ?, ?) ON CONFLICT(region, data_class) "
+                "DO UPDATE SET form = excluded.form, set_ms = excluded.set_ms, set_by = excluded.set_by",
+                [(region, cls, form, at_ms, by) for cls, form in forms.items()],
+            )
+
+    def floor(self, region: str) -> dict[str, str]:
+        """``{data class: weakest form}`` central ops set for ``region``; empty when none is set."""
+        rows = self._rows("SELECT data_class, form FROM residency_floors WHERE region = ?", (region,))
+        return {str(c): str(f) for c, f in rows}
 
     def raise_alarm(self, region: str, node_id: str, kind: str, detail: str, *, at_ms: int) -> None:
         with self._tx() as c:

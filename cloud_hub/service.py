@@ -35,9 +35,17 @@ from sync import subjects
 from sync.adapters.replica import contiguous_seq, mark_handled, region_digests
 from sync.crdt import Op
 from sync.entities import BY_NAME, CENTRAL_TICKET_FIELDS, TICKET
-from sync.entity import FieldProblem, ValidationError, Value, validate
+from sync.entity import DataClass, FieldProblem, ValidationError, Value, validate
 from sync.hlc import ClockDriftError
-from sync.residency import Form, FormViolation, ResidencyPolicy, check_op, entity_forms
+from sync.residency import (
+    FloorBreach,
+    Form,
+    FormViolation,
+    ResidencyPolicy,
+    below_floor,
+    check_op,
+    entity_forms,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +202,14 @@ class Hub:
 
         Raises:
             PolicyError: the forms are not a valid policy.
+            PolicyBelowFloorError: the policy lets a class out in a weaker form than the region's floor.
             UnknownNodeError: the node is not enrolled.
         """
         key = self._keys.get(node_id)
         if key is None:
             raise UnknownNodeError(node_id)
         policy = ResidencyPolicy.from_dict(forms, version=version)
+        self._check_floor(key.region, node_id, policy)
         current = self._policies.get(node_id)
         if current is not None and version < current.version:
             raise PolicyVersionError(node_id, version, current.version)
@@ -218,11 +228,32 @@ class Hub:
 
         Raises:
             PolicyUnknownError: the node has not registered that version (the latest).
+            PolicyBelowFloorError: the region's floor was raised above it since.
         """
         policy = self._policies.get(node_id)
         if policy is None or policy.version != version:
             raise PolicyUnknownError(node_id, version)
+        self._check_floor(self._keys[node_id].region, node_id, policy)
         return policy
+
+    def floor(self, region: str) -> dict[DataClass, Form]:
+        """The weakest form each class may take in ``region`` (central ops' minimum; empty: none)."""
+        return {DataClass(c): Form(f) for c, f in self.registry.floor(region).items()}
+
+    def set_floor(self, region: str, floor: Mapping[DataClass, Form], *, by: str) -> None:
+        """Raise (or lower) a region's floor; nodes below it are refused from their next message on."""
+        subjects.check_token(region, "region")
+        self.registry.set_floor(
+            region, {c.value: f.value for c, f in floor.items()}, by=by, at_ms=self.wall_ms()
+        )
+        log.info(
+            "residency floor of %s set by %s: %s", region, by, {c.value: f.value for c, f in floor.items()}
+        )
+
+    def _check_floor(self, region: str, node_id: str, policy: ResidencyPolicy) -> None:
+        breaches = below_floor(policy, self.floor(region))
+        if breaches:
+            raise PolicyBelowFloorError(node_id, region, policy.version, breaches)
 
     def region_forms(self, region: str) -> dict[str, dict[str, Form]] | None:
         """Field forms of the region's newest registered policy (for digests); None if none is."""
@@ -450,6 +481,17 @@ def _quarantined(region: str, op: Op, problems: Sequence[FormViolation], at_ms: 
     return QuarantinedOp(
         region, op.origin, op.seq, op.entity, op.record_id, fields, "; ".join(map(str, problems)), at_ms
     )
+
+
+class PolicyBelowFloorError(HubError):
+    """A node's policy lets a class out in a weaker form than central ops allow in its region."""
+
+    def __init__(self, node_id: str, region: str, version: int, breaches: Sequence[FloorBreach]) -> None:
+        self.node_id, self.region, self.version, self.breaches = node_id, region, version, tuple(breaches)
+        super().__init__(
+            f"residency policy v{version} of node {node_id!r} is below the floor of {region}: "
+            + "; ".join(map(str, breaches))
+        )
 
 
 class PolicyVersionError(HubError):

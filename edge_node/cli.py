@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import sys
 import time
@@ -291,6 +292,47 @@ def hub_enroll_token(
     finally:
         registry.close()
     typer.echo(token.encode())
+
+
+@hub_app.command("residency-floor")
+def hub_residency_floor(
+    region: Annotated[str, typer.Option(help="The region the floor applies to, e.g. eu-de.")],
+    data_dir: Annotated[Path, typer.Option(help="The hub's data directory.")] = Path("./hub-data"),
+    public: Annotated[str | None, typer.Option(help="Weakest form for public data.")] = None,
+    operational: Annotated[str | None, typer.Option(help="Weakest form for operational data.")] = None,
+    personal: Annotated[str | None, typer.Option(help="Weakest form for personal data.")] = None,
+    media: Annotated[str | None, typer.Option(help="Weakest form for media.")] = None,
+) -> None:
+    """Show or set the weakest form each data class may take in REGION.
+
+    Forms from weakest: plain < pseudonymised < sealed < local.
+
+    The hub refuses a node policy below the floor, and every batch made under one,
+    from the node's next message on; the node keeps its data and resends once its
+    policy meets the floor. Without class options, prints the floor in force.
+    """
+    from cloud_hub.registry import Registry
+    from sync.residency import Form
+
+    if not (data_dir / "hub-id").exists():
+        raise _fail(f"{data_dir} is not a hub data directory; start the hub once with --data-dir {data_dir}")
+    wanted = {"public": public, "operational": operational, "personal": personal, "media": media}
+    try:
+        changes = {cls: Form(form).value for cls, form in wanted.items() if form is not None}
+    except ValueError as exc:
+        raise _fail(f"{exc}; forms are {', '.join(f.value for f in Form)}") from None
+    registry = Registry(data_dir / "hub.db")
+    try:
+        if changes:
+            who = f"cli:{getpass.getuser()}"
+            registry.set_floor(region, changes, by=who, at_ms=int(time.time() * 1000))
+        floor = registry.floor(region)
+    finally:
+        registry.close()
+    typer.echo(
+        f"residency floor of {region}: "
+        + (", ".join(f"{c}>={f}" for c, f in sorted(floor.items())) or "none")
+    )
 
 
 @hub_app.command("token")

@@ -28,6 +28,10 @@ pseudonymised field that is not a token. ``None`` passes in every form but
 ``local``: an empty field leaks only its emptiness, and erasures must be able
 to clear a field.
 
+Central ops may set a region's **floor**, the weakest form each class may
+take there (:func:`below_floor`): the hub refuses a node's policy below it, and
+the operations made under such a policy, whatever the node declares.
+
 Sealing and pseudonymising need keys, which live in ``security``; this module
 stays pure by taking them as callables. Which data key seals a field is
 decided here (:func:`key_id_for`): a customer's own fields and everything
@@ -155,6 +159,36 @@ class ResidencyPolicy:
                         f"{entity.name}.{f.name} is a {f.merge} field and cannot be sealed; "
                         "choose pseudonymised or local for this class",
                     )
+
+
+# How much of a value a form lets the hub learn, least first: a floor of ``sealed`` for a class
+# accepts ``sealed`` or ``local`` and refuses ``pseudonymised`` (equal values show) or ``plain``.
+FORM_STRENGTH: Final[Mapping[Form, int]] = MappingProxyType(
+    {Form.PLAIN: 0, Form.PSEUDONYMISED: 1, Form.SEALED: 2, Form.LOCAL: 3}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FloorBreach:
+    """A data class whose form in a node's policy is weaker than the region's floor."""
+
+    data_class: DataClass
+    form: Form
+    floor: Form
+
+    def __str__(self) -> str:
+        return (
+            f"{self.data_class.value} is {self.form.value}, the region requires at least {self.floor.value}"
+        )
+
+
+def below_floor(policy: ResidencyPolicy, floor: Mapping[DataClass, Form]) -> list[FloorBreach]:
+    """Every class ``policy`` lets out in a weaker form than ``floor`` (central ops' minimum) allows."""
+    return [
+        FloorBreach(c, policy.forms[c], minimum)
+        for c, minimum in sorted(floor.items())
+        if FORM_STRENGTH[policy.forms[c]] < FORM_STRENGTH[minimum]
+    ]
 
 
 def entity_forms(policy: ResidencyPolicy) -> dict[str, dict[str, Form]]:
@@ -329,12 +363,15 @@ def _form_problem(
 
 __all__ = [
     "DEFAULT_FORMS",
+    "FORM_STRENGTH",
     "EgressTally",
+    "FloorBreach",
     "Form",
     "FormViolation",
     "PolicyError",
     "ResidencyError",
     "ResidencyPolicy",
+    "below_floor",
     "check_op",
     "egress_op",
     "entity_forms",

@@ -381,3 +381,11 @@ def test_alarms_are_listed_per_region_in_order_raised(registry: Registry) -> Non
         assert len(again.alarms("eu")) == 2
     finally:
         again.close()
+
+
+def test_a_region_floor_is_set_per_class_and_kept(registry: Registry) -> None:
+    assert registry.floor("eu") == {}
+    registry.set_floor("eu", {"personal": "sealed", "media": "local"}, by="cli:ops", at_ms=T0)
+    registry.set_floor("eu", {"personal": "local"}, by="cli:ops", at_ms=T0 + 1)
+    assert registry.floor("eu") == {"personal": "local", "media": "local"}
+    assert registry.floor("ap") == {}

@@ -12,11 +12,13 @@ from sync.entities import ENTITIES, TICKET
 from sync.entity import DataClass, Entity, Field, Kind, MergeKind
 from sync.residency import (
     DEFAULT_FORMS,
+    FORM_STRENGTH,
     EgressTally,
     Form,
     FormViolation,
     PolicyError,
     ResidencyPolicy,
+    below_floor,
     check_op,
     egress_op,
     entity_forms,
@@ -510,3 +512,33 @@ def test_the_check_uses_the_callables_it_is_given() -> None:
         == []
     )
     assert seen == ["anything"]
+
+
+# --- central ops' floor ---------------------------------------------------------------------------
+
+
+def test_a_policy_meeting_the_floor_has_no_breach() -> None:
+    floor = {DataClass.PERSONAL: Form.SEALED, DataClass.MEDIA: Form.LOCAL}
+    assert below_floor(ResidencyPolicy(), floor) == []
+    stronger = ResidencyPolicy.from_dict({"personal": "local", "operational": "pseudonymised"})
+    assert below_floor(stronger, floor) == []
+
+
+def test_every_class_below_the_floor_is_named_with_both_forms() -> None:
+    weak = ResidencyPolicy.from_dict({"personal": "pseudonymised", "media": "sealed"})
+    floor = {DataClass.PERSONAL: Form.SEALED, DataClass.MEDIA: Form.LOCAL, DataClass.PUBLIC: Form.PLAIN}
+    breaches = below_floor(weak, floor)
+    assert [(b.data_class, b.form, b.floor) for b in breaches] == [
+        (DataClass.MEDIA, Form.SEALED, Form.LOCAL),
+        (DataClass.PERSONAL, Form.PSEUDONYMISED, Form.SEALED),
+    ]
+    assert str(breaches[1]) == "personal is pseudonymised, the region requires at least sealed"
+
+
+def test_form_strength_orders_what_the_hub_can_learn() -> None:
+    assert sorted(Form, key=FORM_STRENGTH.__getitem__) == [
+        Form.PLAIN,
+        Form.PSEUDONYMISED,
+        Form.SEALED,
+        Form.LOCAL,
+    ]
