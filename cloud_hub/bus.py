@@ -58,6 +58,7 @@ from sync.crdt import Op
 from sync.errors import SyncError
 from sync.residency import ResidencyError, ResidencyPolicy
 from sync.transport.codec import OpBatch, WireError, decode_batch, encode_batch, split_batches
+from sync.transport.delivery import stream_sequence
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +331,7 @@ class HubBus:
 
     def _accept(self, msg: Msg) -> tuple[VerifiedFrame, OpBatch, ResidencyPolicy]:
         """Verify, then parse, then check one ops message; raise FrameRejected with the reason."""
-        frame = self._verify(msg, "ops", _delivery(msg))
+        frame = self._verify(msg, "ops", stream_sequence(msg))
         try:
             batch = decode_batch(frame.payload)
         except WireError as exc:
@@ -368,7 +369,7 @@ class HubBus:
                 continue
             # remembered now, in memory, so a copy later in this same fetch is refused; a redelivery
             # of this message after a failed merge has the same delivery id and passes
-            self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, _delivery(msg))
+            self.guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, stream_sequence(msg))
             by_region[batch.region][batch.node_id].extend(batch.ops)
             policies[batch.node_id] = policy
             accepted.append((msg, frame, batch))
@@ -378,7 +379,7 @@ class HubBus:
             counts = {n: len(o) for n, o in ops_by_node.items()}
             log.debug("merged %s into %s up to %s", counts, region, merged)
         now = self.hub.wall_ms()
-        remembered = [(f.node_id, f.nonce, f.signed_at_ms, _delivery(m)) for m, f, _ in accepted]
+        remembered = [(f.node_id, f.nonce, f.signed_at_ms, stream_sequence(m)) for m, f, _ in accepted]
         self.guard.prune(now)
         await asyncio.to_thread(self._record, remembered, refusals, now)
         self.hub.counters.frames_accepted += len(accepted)
@@ -393,7 +394,7 @@ class HubBus:
     async def _erase(self, msgs: Sequence[Msg]) -> None:
         """Delete messages from ``EC_OPS``; the server overwrites a deleted message's bytes."""
         js = self.nc.jetstream()
-        seqs = [seq for msg in msgs if (seq := _delivery(msg)) is not None]
+        seqs = [seq for msg in msgs if (seq := stream_sequence(msg)) is not None]
         results = await asyncio.gather(
             *(js.delete_msg(subjects.HUB_OPS_STREAM, seq) for seq in seqs), return_exceptions=True
         )
@@ -479,13 +480,6 @@ def _guarded(handler: Callable[[Msg], Awaitable[None]]) -> Callable[[Msg], Await
             log.warning("answering %s failed: %s", msg.subject, exc)
 
     return run
-
-
-def _delivery(msg: Msg) -> int | None:
-    try:
-        return int(msg.metadata.sequence.stream)
-    except (NatsError, AttributeError, TypeError, ValueError):
-        return None
 
 
 def _subject_region(subject: str) -> str:

@@ -54,6 +54,7 @@ from sync.entities import BY_NAME, CENTRAL_EDITS
 from sync.errors import SyncError
 from sync.hlc import HLCTimestamp
 from sync.transport.codec import OpBatch, WireError, decode_batch, encode_batch, split_batches
+from sync.transport.delivery import stream_sequence
 
 log = logging.getLogger(__name__)
 
@@ -480,7 +481,7 @@ class NodeReplicator:
             subject_region=self.region,
             now_ms=self.store.wall_ms(),
             guard=self._down_guard,
-            delivery=_delivery(msg),
+            delivery=stream_sequence(msg),
         )
         batch = decode_batch(frame.payload)
         if frame.node_id != hub_id or batch.node_id != hub_id or batch.region != self.region:
@@ -490,7 +491,7 @@ class NodeReplicator:
             if op.delete or op.restore or not set(op.changes) <= allowed:
                 extra = sorted(set(op.changes) - allowed)
                 raise FrameRejected("malformed", f"{op.entity} {op.record_id}: not a central edit ({extra})")
-        self._down_guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, _delivery(msg))
+        self._down_guard.remember(frame.node_id, frame.nonce, frame.signed_at_ms, stream_sequence(msg))
         return batch
 
     async def _merge_inbound(self, msgs: list[Msg]) -> None:
@@ -563,13 +564,6 @@ def customers_of(conn: sqlite3.Connection, ops: Sequence[Op]) -> dict[tuple[str,
             rows = conn.execute(sql.format(", ".join("?" * len(chunk))), chunk)
             out.update({(entity, str(r)): None if c is None else str(c) for r, c in rows})
     return out
-
-
-def _delivery(msg: Msg) -> int | None:
-    try:
-        return int(msg.metadata.sequence.stream)
-    except (NatsError, AttributeError, TypeError, ValueError):
-        return None
 
 
 def hlc_age_s(hlc: int | None, now_ms: int) -> float | None:

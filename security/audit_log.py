@@ -31,8 +31,6 @@ hashes cannot match, so they are reported, never crash the verifier.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -46,7 +44,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from security._primitives import FINGERPRINT_BYTES, PUBLIC_KEY_BYTES
+from security._primitives import FINGERPRINT_BYTES
 from security.audit_chain import (
     ZERO_HASH,
     AuditError,
@@ -61,11 +59,11 @@ from security.audit_chain import (
     thaw_body,
     verify_chain,
 )
+from security.identity import IdentityError, decode_public_key
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
-PUBLIC_KEY_PREFIX: Final = "ed25519:"
 _MAX_KEY_FILE_BYTES: Final = 4096
 
 
@@ -463,21 +461,13 @@ def read_public_key(path: Path) -> bytes:
         raise PublicKeyFileError(path, "is not a regular file")
     try:
         with path.open("rb") as f:
-            text = f.read(_MAX_KEY_FILE_BYTES).decode("ascii").strip()
+            text = f.read(_MAX_KEY_FILE_BYTES).decode("ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise PublicKeyFileError(path, f"cannot be read ({exc})") from None
-    if not text.startswith(PUBLIC_KEY_PREFIX):
-        raise PublicKeyFileError(path, f"does not start with {PUBLIC_KEY_PREFIX!r}")
-    encoded = text.removeprefix(PUBLIC_KEY_PREFIX)
     try:
-        raw = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise PublicKeyFileError(path, "does not hold valid base64 after the prefix") from None
-    if len(raw) != PUBLIC_KEY_BYTES:
-        raise PublicKeyFileError(path, f"holds {len(raw)} key bytes, expected {PUBLIC_KEY_BYTES}")
-    if base64.b64encode(raw).decode("ascii") != encoded:
-        raise PublicKeyFileError(path, "does not hold canonical base64 (padding or trailing bits)")
-    return raw
+        return decode_public_key(text)  # the one parser of the format, shared with security.identity
+    except IdentityError as exc:
+        raise PublicKeyFileError(path, exc.problem) from None
 
 
 def audit_db_path(data_dir: Path) -> Path:
@@ -554,7 +544,6 @@ def render_chain_report(report: ChainReport) -> str:
 
 __all__ = [
     "MIGRATIONS",
-    "PUBLIC_KEY_PREFIX",
     "SCHEMA_VERSION",
     "AuditLog",
     "AuditLogClosedError",
